@@ -1,0 +1,60 @@
+# Attention, Derived: every target creates .venv/ with the pinned dependencies when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NBVAL  := $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+MATHJAX := book/_static/mathjax/tex-chtml.js
+
+.PHONY: help venv export notebooks check test test-gpu test-notebooks book clean
+
+help:
+	@echo "make test       everything CI runs: export/pairs in sync, unit tests, nbval on every chapter, book build"
+	@echo "make check      the fast part: export/pairs in sync and the unit tests (no inductor, no notebooks)"
+	@echo "make book       build the HTML book into _build/html"
+	@echo "make export     write the #| export cells of book/src/*.md into attn_lib/"
+	@echo "make notebooks  re-execute every chapter source into book/*.ipynb (CH=se to do one)"
+	@echo "make test-gpu   nbval on every chapter with CUDA required"
+
+venv: $(STAMP)
+$(STAMP): requirements/lock.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/lock.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+export: $(STAMP)
+	$(PY) tools/chapters.py export
+
+notebooks: $(STAMP) export
+	$(PY) tools/chapters.py execute $(CH)
+
+check: $(STAMP)
+	$(PY) tools/chapters.py export --check
+	$(PY) tools/chapters.py check-pairs
+	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
+
+test-notebooks: $(STAMP)
+	$(NBVAL) -q book/*.ipynb
+
+test: check
+	$(PY) -m pytest -q -m slow -p no:cacheprovider
+	$(NBVAL) -q book/*.ipynb
+	$(MAKE) book
+
+test-gpu: $(STAMP)
+	$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu: no CUDA device is visible to torch')"
+	$(NBVAL) -q book/*.ipynb
+
+$(MATHJAX): $(STAMP)
+	rm -rf book/_static/mathjax
+	mkdir -p book/_static
+	cp -r "$$($(PY) -c 'import mathjax, os; print(os.path.join(os.path.dirname(mathjax.__file__), "static", "mathjax", "es5"))')" book/_static/mathjax
+
+book: $(STAMP) $(MATHJAX)
+	rm -rf _build/html _build/.doctrees
+	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
+
+clean:
+	rm -rf _build book/_static/mathjax .pytest_cache

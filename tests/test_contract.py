@@ -1,0 +1,146 @@
+"""The contract every registered module keeps, parametrized over attn_lib.available() and each
+module's VARIANTS: a new chapter's module is covered here with no new test code."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from conftest import build, randomize_
+
+B, C, H, W = 2, 16, 7, 9          # odd and non-square on purpose
+
+
+def make(case, channels=C, height=H, width=W, seed=0):
+    name, variant = case
+    return randomize_(build(name, channels, height, width, variant=variant), seed=seed)
+
+
+def expected_channels(module, channels):
+    return getattr(module, "out_channels", channels)
+
+
+def test_output_shape(case):
+    m = make(case).eval()
+    y = m(torch.randn(B, C, H, W))
+    assert tuple(y.shape) == (B, expected_channels(m, C), H, W)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (33, 15), (4, 32)])
+def test_other_sizes_work_or_are_refused_clearly(case, hw):
+    """No module hard-codes H or W: other sizes work, or are refused with a ValueError that
+    names the module and the shape received."""
+    name, _ = case
+    m = make(case, height=hw[0], width=hw[1]).eval()
+    x = torch.randn(B, C, *hw)
+    try:
+        y = m(x)
+    except ValueError as err:
+        assert type(m).__name__ in str(err) and str(tuple(x.shape)) in str(err), str(err)
+        return
+    assert tuple(y.shape) == (B, expected_channels(m, C), *hw)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_dtype_follows_input(case, dtype):
+    m = make(case).eval().to(dtype)
+    y = m(torch.randn(B, C, H, W, dtype=dtype))
+    assert y.dtype == dtype
+
+
+def test_device_follows_input(case):
+    devices = ["meta"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        m = make(case).eval().to(device)
+        y = m(torch.randn(B, C, H, W, device=device))
+        assert y.device.type == device
+
+
+def test_gradcheck_float64(case):
+    m = make(case, channels=8, height=5, width=6).eval().double()
+    x = torch.randn(2, 8, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(m, (x,), fast_mode=True, eps=1e-6, atol=1e-5)
+
+
+def test_every_parameter_gets_a_gradient(case):
+    m = make(case).train()
+    m(torch.randn(B, C, H, W)).square().mean().backward()
+    missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"parameters that take no part in the output: {missing}"
+
+
+def test_each_sample_depends_only_on_itself_in_eval(case):
+    m = make(case).eval()
+    x = torch.randn(3, C, H, W)
+    with torch.no_grad():
+        together = m(x)
+        alone = torch.cat([m(x[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_state_dict_round_trip(case):
+    m = make(case, seed=1).eval()
+    fresh = build(case[0], C, H, W, variant=case[1]).eval()
+    fresh.load_state_dict(copy.deepcopy(m.state_dict()))
+    x = torch.randn(B, C, H, W)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), m(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_torch_compile_matches_eager(case, backend):
+    torch._dynamo.reset()
+    m = make(case).eval()
+    x = torch.randn(B, C, H, W)
+    with torch.no_grad():
+        eager = m(x)
+        compiled = torch.compile(m, backend=backend, fullgraph=False)(x)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_bfloat16_autocast_is_finite_and_close(case):
+    m = make(case).eval()
+    x = torch.randn(B, C, H, W)
+    with torch.no_grad():
+        reference = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = m(x)
+    assert torch.isfinite(low).all()
+    scale = reference.abs().max().clamp(min=1.0)
+    assert (low.float() - reference).abs().max() <= 0.05 * scale
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(C, H, W), (B, C, H, W, 1), (B, C + 1, H, W), (B, max(1, C // 2), H, W)],
+    ids=["rank3", "rank5", "more-channels", "fewer-channels"],
+)
+def test_bad_input_names_module_and_shapes(case, shape):
+    m = make(case).eval()
+    x = torch.randn(*shape)
+    with pytest.raises(ValueError) as info:
+        m(x)
+    message = str(info.value)
+    assert type(m).__name__ in message, message
+    assert str(tuple(x.shape)) in message, message
+    assert str(C) in message.replace(str(tuple(x.shape)), ""), message
+
+
+def test_non_tensor_input_is_a_type_error(case):
+    m = make(case).eval()
+    with pytest.raises(TypeError, match=type(m).__name__):
+        m(torch.randn(B, C, H, W).numpy())
+
+
+def test_batch_of_one_in_eval(case):
+    m = make(case).eval()
+    assert m(torch.randn(1, C, H, W)).shape[0] == 1
+
+
+def test_unknown_variant_is_refused(case):
+    name, _ = case
+    with pytest.raises(ValueError, match="variant"):
+        build(name, C, H, W, variant="no-such-variant")
