@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-NBVAL  := $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 MATHJAX := book/_static/mathjax/tex-chtml.js
 
 .PHONY: help venv export notebooks check test test-gpu test-notebooks book clean
@@ -36,16 +35,16 @@ check: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
 
 test-notebooks: $(STAMP)
-	$(NBVAL) -q book/*.ipynb
+	tools/nbval_each.sh $(PY) book/*.ipynb
 
 test: check
 	$(PY) -m pytest -q -m slow -p no:cacheprovider
-	$(NBVAL) -q book/*.ipynb
+	tools/nbval_each.sh $(PY) book/*.ipynb
 	$(MAKE) book
 
 test-gpu: $(STAMP)
 	$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu: no CUDA device is visible to torch')"
-	$(NBVAL) -q book/*.ipynb
+	tools/nbval_each.sh $(PY) book/*.ipynb
 
 $(MATHJAX): $(STAMP)
 	rm -rf book/_static/mathjax
