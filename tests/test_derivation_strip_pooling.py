@@ -1,0 +1,153 @@
+"""The strip pooling chapter's derivation checks accept the SPM and the MPM and reject
+deliberately broken versions of them."""
+
+import pytest
+import torch
+from einops.layers.torch import Reduce
+from torch import nn
+
+from attn_lib.checks.strip_pooling import (
+    check_adaptive_pools,
+    check_bar_lights_its_row,
+    check_mixed_pooling_matches_formula,
+    check_strip_pooling_matches_formula,
+    check_strips_are_row_and_column_means,
+)
+from attn_lib.strip_pooling import MixedPooling, StripPooling
+
+SPM_CHECKS = [check_strip_pooling_matches_formula, check_strips_are_row_and_column_means, check_bar_lights_its_row]
+MPM_CHECKS = [check_adaptive_pools, check_mixed_pooling_matches_formula]
+
+
+# ---------------------------------------------------------------- SPM mutants
+class SwappedStrips(StripPooling):
+    """Broken: the 3x1 (along-H) conv runs on the 1 x W strip and the 1x3 conv on the H x 1 strip."""
+
+    def strips(self, x):
+        y_h = self.bn_h(self.conv_v(self.pool_h(x)))
+        y_v = self.bn_v(self.conv_h(self.pool_v(x)))
+        return y_h, y_v
+
+
+class ProductFusion(StripPooling):
+    """Broken: y = y^h * y^v instead of y^h + y^v."""
+
+    def gate(self, x):
+        y_h, y_v = self.strips(x)
+        return self.sigmoid(self.fuse(self.act(y_h * y_v)))
+
+
+def sum_without_mean(m):
+    m.pool_h = Reduce("b c h w -> b c h 1", "sum")
+
+
+def no_sigmoid(m):
+    m.sigmoid = nn.Identity()
+
+
+SPM_MUTANTS = {
+    "swapped-strips": (SwappedStrips, lambda m: None, [check_strip_pooling_matches_formula]),
+    "sum-not-mean": (StripPooling, sum_without_mean, [check_strip_pooling_matches_formula, check_strips_are_row_and_column_means]),
+    "no-sigmoid": (StripPooling, no_sigmoid, [check_strip_pooling_matches_formula, check_bar_lights_its_row]),
+    "product-fusion": (ProductFusion, lambda m: None, [check_strip_pooling_matches_formula]),
+}
+
+
+# ---------------------------------------------------------------- MPM mutants
+class NearestPool(nn.Module):
+    """Broken adaptive pooling: nearest-neighbour resampling to size x size."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x):
+        return nn.functional.interpolate(x, size=(self.size, self.size), mode="nearest")
+
+
+class MPMSwappedStrips(MixedPooling):
+    """Broken: each strip gets the other strip's 1-D conv."""
+
+    def long_range(self, x):
+        y = self.conv_h(self.pool_v(x)) + self.conv_v(self.pool_h(x))
+        return self.long_out(torch.relu(y))
+
+
+class MPMNoFinalReLU(MixedPooling):
+    """Broken: returns x + out, without the final ReLU."""
+
+    def forward(self, x):
+        short = self.short_range(self.reduce_short(x))
+        long = self.long_range(self.reduce_long(x))
+        return x + self.project(torch.cat([short, long], dim=1))
+
+
+def nearest_pools(m):
+    m.pools = nn.ModuleList(NearestPool(p) for p in m.pool_sizes)
+
+
+MPM_MUTANTS = {
+    "nearest-pools": (MixedPooling, nearest_pools, MPM_CHECKS),
+    "swapped-strips": (MPMSwappedStrips, lambda m: None, [check_mixed_pooling_matches_formula]),
+    "no-final-relu": (MPMNoFinalReLU, lambda m: None, [check_mixed_pooling_matches_formula]),
+}
+
+
+@pytest.mark.parametrize("variant", StripPooling.VARIANTS)
+@pytest.mark.parametrize("check", SPM_CHECKS, ids=lambda f: f.__name__)
+def test_checks_accept_strip_pooling(variant, check):
+    check(StripPooling(12, variant=variant))
+
+
+@pytest.mark.parametrize("check", MPM_CHECKS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("pool_sizes", [(20, 12), (3, 2)], ids=str)
+def test_checks_accept_mixed_pooling(check, pool_sizes):
+    check(MixedPooling(12, pool_sizes=pool_sizes))
+
+
+@pytest.mark.parametrize("mutant", list(SPM_MUTANTS), ids=str)
+def test_checks_reject_broken_strip_pooling(mutant):
+    cls, breakage, checks = SPM_MUTANTS[mutant]
+    for variant in StripPooling.VARIANTS:
+        broken = cls(12, variant=variant)
+        breakage(broken)
+        broken.eval()(torch.randn(2, 12, 7, 9))          # the mutant runs
+        for check in checks:
+            with pytest.raises(AssertionError):
+                check(broken)
+
+
+@pytest.mark.parametrize("mutant", list(MPM_MUTANTS), ids=str)
+def test_checks_reject_broken_mixed_pooling(mutant):
+    cls, breakage, checks = MPM_MUTANTS[mutant]
+    broken = cls(12)
+    breakage(broken)
+    broken.eval()(torch.randn(2, 12, 7, 9))              # the mutant runs
+    for check in checks:
+        with pytest.raises(AssertionError):
+            check(broken)
+
+
+def test_paper_variant_is_official_without_bn_and_relu():
+    """With the same convolutions, BN at its initial state (identity up to eps) and the ReLU
+    removed, the official form computes the paper's output."""
+    paper = StripPooling(8).double().eval()
+    official = StripPooling(8, variant="official").double().eval()
+    official.load_state_dict(paper.state_dict(), strict=False)
+    official.act = nn.Identity()
+    x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(official(x), paper(x), rtol=1e-4, atol=1e-5)   # BN eps only
+
+
+def test_official_state_dict_has_spblock_tensors():
+    shapes = {k: tuple(v.shape) for k, v in StripPooling(8, variant="official").state_dict().items()}
+    assert shapes["conv_h.weight"] == (8, 8, 3, 1) and shapes["conv_v.weight"] == (8, 8, 1, 3)
+    assert shapes["fuse.weight"] == (8, 8, 1, 1) and "bn_h.running_var" in shapes and "bn_v.running_var" in shapes
+    assert all(k.split(".")[0] in {"conv_h", "bn_h", "conv_v", "bn_v", "fuse"} for k in shapes)
+
+
+def test_pools_larger_than_the_map_and_tiny_maps():
+    m = MixedPooling(8).eval()
+    for hw in [(1, 1), (7, 9), (2, 33)]:
+        assert m(torch.randn(1, 8, *hw)).shape == (1, 8, *hw)
