@@ -66,3 +66,11 @@ def test_pairs_in_sync_then_broken_by_an_edit_or_a_missing_execution(tools, tmp_
 def test_a_notebook_without_a_source_is_reported(tools, tmp_path):
     shutil.copy(tmp_path / "book" / "se.ipynb", tmp_path / "book" / "orphan.ipynb")
     assert tools.check_pairs() == 1
+
+
+def test_stream_chunks_are_merged_so_stored_outputs_do_not_depend_on_timing(tools):
+    out = nbformat.v4.new_output
+    outputs = [out("stream", name="stdout", text="a\n"), out("stream", name="stdout", text="b\n"),
+               out("stream", name="stderr", text="warning\n"), out("stream", name="stdout", text="c\n")]
+    merged = tools.merge_streams(outputs)
+    assert [(o["name"], o["text"]) for o in merged] == [("stdout", "a\nb\n"), ("stderr", "warning\n"), ("stdout", "c\n")]

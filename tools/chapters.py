@@ -128,6 +128,19 @@ def cell_key(cell) -> tuple:
     return (cell.cell_type, cell.source.strip(), tags)
 
 
+def merge_streams(outputs: list) -> list:
+    """Join consecutive stdout (or stderr) chunks: how a kernel splits a stream into messages
+    depends on timing, and the stored notebook should not."""
+    merged: list = []
+    for out in outputs:
+        if (out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                and merged[-1]["name"] == out["name"]):
+            merged[-1]["text"] += out["text"]
+        else:
+            merged.append(out)
+    return merged
+
+
 def execute(stems: list[str]) -> int:
     from nbclient import NotebookClient
 
@@ -146,6 +159,8 @@ def execute(stems: list[str]) -> int:
         client.execute()
         for n, cell in enumerate(nb.cells, 1):
             cell["id"] = f"{src.stem}-{n}"          # stable ids: re-executing changes only outputs
+            if cell.cell_type == "code":
+                cell.outputs = merge_streams(cell.outputs)
         nbformat.write(nb, notebook_for(src))
         print(f"executed {rel(src)} -> {rel(notebook_for(src))} in {time.perf_counter() - started:.1f} s")
     return 0
