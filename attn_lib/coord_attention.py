@@ -12,14 +12,19 @@
 
 Official code consulted: github.com/houqb/CoordAttention (coordatt.py). It uses the width
 mip = max(8, C // r) where the paper writes C / r, gives the three 1x1 convolutions biases, and
-uses h-swish for delta, which the paper leaves unnamed. variant="official" does all three, with the
-official parameter names (conv1, bn1, conv_h, conv_w), so its state dicts load unchanged. The
-official AdaptiveAvgPool2d((None, 1)) pools are written as means (same values, ONNX-friendly).
+uses h-swish for delta, which the paper leaves unnamed. Both variants use the width
+max(min_width, C // r) with min_width = 8 by default (the official floor; min_width=1 gives the
+paper's literal C / r, clamped to one channel) and h-swish by default. variant="official" adds the
+biases; it keeps the official parameter names (conv1, bn1, conv_h, conv_w), so official state dicts
+load unchanged. The official AdaptiveAvgPool2d((None, 1)) pools are written as means (same
+values, ONNX-friendly).
 
 Args:
     channels: C, channels of the input.
-    reduction: r, the reduction ratio; intermediate width max(1, C // r) ("paper") or
-        max(8, C // r) ("official").
+    reduction: r, the reduction ratio (default 32); the intermediate width "C / r" is
+        max(min_width, C // r), in both variants.
+    min_width: floor on that width (no paper symbol), an int >= 1. Default 8, as the official
+        code's mip = max(8, C // r); 1 gives the paper's literal C / r, clamped to one channel.
     activation: delta: "h_swish" (default, the official code), "relu", or "sigmoid".
     variant: "paper" (the equations: no biases) or "official" (the released code).
 
@@ -48,7 +53,7 @@ class CoordAttention(nn.Module):
     VARIANTS = ("paper", "official")
     ACTIVATIONS = tuple(_ACTIVATIONS)
 
-    def __init__(self, channels: int, *, reduction: int = 32, activation: str = "h_swish",
+    def __init__(self, channels: int, *, reduction: int = 32, min_width: int = 8, activation: str = "h_swish",
                  variant: str = "paper"):
         super().__init__()
         if variant not in self.VARIANTS:
@@ -57,9 +62,12 @@ class CoordAttention(nn.Module):
             raise ValueError(f"CoordAttention: activation must be one of {self.ACTIVATIONS}, got {activation!r}")
         if reduction < 1:
             raise ValueError(f"CoordAttention: reduction must be >= 1, got {reduction}")
+        if isinstance(min_width, bool) or not isinstance(min_width, int) or min_width < 1:
+            raise ValueError(f"CoordAttention: min_width must be an int >= 1, got {min_width!r}")
         self.channels, self.reduction, self.activation, self.variant = channels, reduction, activation, variant
+        self.min_width = min_width
         official = variant == "official"
-        self.hidden = max(8 if official else 1, channels // reduction)          # C / r (mip)
+        self.hidden = max(min_width, channels // reduction)                      # C / r (official: mip)
         self.pool_h = Reduce("b c h w -> b c h 1", "mean")                       # z^h: (B, C, H, 1)
         self.pool_w = Reduce("b c h w -> b c w 1", "mean")                       # z^w: (B, C, W, 1)
         self.conv1 = nn.Conv2d(channels, self.hidden, 1, bias=official)          # Conv_1, shared
@@ -97,7 +105,7 @@ class CoordAttention(nn.Module):
         return x * s_w * s_h                                                     # Y = X s^h s^w (the code's order)
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, reduction={self.reduction}, hidden={self.hidden}, "
+        return (f"channels={self.channels}, reduction={self.reduction}, min_width={self.min_width}, hidden={self.hidden}, "
                 f"activation={self.activation!r}, variant={self.variant!r}")
 
 

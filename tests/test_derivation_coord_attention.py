@@ -22,7 +22,7 @@ CHECKS = [
     check_attention_is_rank_one,
     check_width_and_official_code,
 ]
-C, R = 12, 4          # paper width 3, official width 8
+C, R = 12, 4          # C // r = 3: width 8 with the default min_width, 3 with min_width=1
 
 
 class SplitWH(CoordAttention):
@@ -64,19 +64,39 @@ class NoColumnSigmoid(CoordAttention):
         return s_h, torch.logit(s_w)
 
 
-class OtherWidth(CoordAttention):
-    """Broken: the other variant's width rule (the paper with the floor of 8, the official without)."""
+class _FixedWidth(CoordAttention):
+    """A block whose width follows its own rule, _width(C, r), whatever min_width says."""
 
-    def __init__(self, channels, *, reduction=32, activation="h_swish", variant="paper"):
-        other = "official" if variant == "paper" else "paper"
-        super().__init__(channels, reduction=reduction, activation=activation, variant=variant)
-        width = CoordAttention(channels, reduction=reduction, variant=other).hidden
+    def __init__(self, channels, *, min_width=8, reduction=32, activation="h_swish", variant="paper"):
+        super().__init__(channels, reduction=reduction, min_width=min_width, activation=activation, variant=variant)
+        width = self._width(channels, reduction)
         bias = variant == "official"
         self.hidden = width
         self.conv1 = nn.Conv2d(channels, width, 1, bias=bias)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv_h = nn.Conv2d(width, channels, 1, bias=bias)
         self.conv_w = nn.Conv2d(width, channels, 1, bias=bias)
+
+
+class IgnoresMinWidth(_FixedWidth):
+    """Broken: the paper's literal max(1, C // r), with min_width=8 (the PITFALLS.md item: no floor of 8)."""
+
+    @staticmethod
+    def _width(channels, reduction):
+        return max(1, channels // reduction)
+
+
+class HardCodedEight(_FixedWidth):
+    """Broken: max(8, C // r) whatever min_width is; caught when min_width=1."""
+
+    @staticmethod
+    def _width(channels, reduction):
+        return max(8, channels // reduction)
+
+
+def literal_width(cls):
+    """The class built with min_width=1 (the paper's literal C / r)."""
+    return lambda *args, **kwargs: cls(*args, min_width=1, **kwargs)
 
 
 def relu_not_hswish(m):
@@ -100,16 +120,32 @@ MUTANTS = {
     "max-strips": (CoordAttention, max_strips,
                    [check_coord_attention_matches_formula, check_strips_are_directional_means]),
     "sum-of-gates": (SumOfGates, keep, [check_coord_attention_matches_formula, check_attention_is_rank_one]),
-    "other-width": (OtherWidth, keep, [check_width_and_official_code]),
+    "ignores-min-width": (IgnoresMinWidth, keep, [check_width_and_official_code]),
+    "hard-coded-eight": (literal_width(HardCodedEight), keep, [check_width_and_official_code]),
     "no-column-sigmoid": (NoColumnSigmoid, keep, [check_coord_attention_matches_formula, check_attention_is_rank_one]),
 }
 
 
+@pytest.mark.parametrize("min_width", [8, 1])
 @pytest.mark.parametrize("variant", CoordAttention.VARIANTS)
 @pytest.mark.parametrize("check", CHECKS, ids=lambda f: f.__name__)
-def test_checks_accept_coord_attention(variant, check):
+def test_checks_accept_coord_attention(variant, check, min_width):
     for activation in CoordAttention.ACTIVATIONS:
-        check(CoordAttention(C, reduction=R, activation=activation, variant=variant))
+        check(CoordAttention(C, reduction=R, min_width=min_width, activation=activation, variant=variant))
+
+
+@pytest.mark.parametrize("variant", CoordAttention.VARIANTS)
+def test_width_is_max_min_width_c_over_r_in_both_variants(variant):
+    assert CoordAttention(C, reduction=R, variant=variant).hidden == 8
+    assert CoordAttention(C, reduction=R, min_width=1, variant=variant).hidden == 3
+    assert CoordAttention(16, variant=variant, min_width=1).hidden == 1          # C // r = 0, clamped
+    assert CoordAttention(512, variant=variant).hidden == 16                      # the floor no longer matters
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, "8", True, None])
+def test_min_width_is_validated(bad):
+    with pytest.raises(ValueError, match="CoordAttention"):
+        CoordAttention(C, min_width=bad)
 
 
 @pytest.mark.parametrize("mutant", list(MUTANTS), ids=str)

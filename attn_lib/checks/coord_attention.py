@@ -159,10 +159,11 @@ def official_code_forward(m, x):
 
 
 def check_width_and_official_code(module, size=(2, 5, 7), seed=4):
-    """Width C/r by the variant's rule; the official variant holds exactly the official tensors (the
-    paper variant the same ones less the biases) and, with h-swish, equals the official forward."""
+    """Width max(min_width, C // r) in both variants; the official variant holds exactly the official
+    tensors (the paper variant the same ones less the biases) and, with h-swish, equals the official
+    forward."""
     C, r = module.channels, module.reduction
-    expected = max(8, C // r) if module.variant == "official" else max(1, C // r)
+    expected = max(module.min_width, C // r)
     assert module.conv1.out_channels == expected, f"width {module.conv1.out_channels}, expected {expected}"
     assert tuple(module.conv_h.weight.shape) == tuple(module.conv_w.weight.shape) == (C, expected, 1, 1)
     keys = set(module.state_dict())
