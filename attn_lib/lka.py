@@ -12,20 +12,25 @@
 The K x K convolution is decomposed into a (2d-1) x (2d-1) depth-wise convolution, a
 ceil(K/d) x ceil(K/d) depth-wise convolution with dilation d and a 1 x 1 convolution; the
 paper's K = 21, d = 3 give 5 x 5 (padding 2), 7 x 7 dilation 3 (padding 9), 1 x 1. Their joint
-footprint is (2d-1) + d (ceil(K/d) - 1) = 23 pixels wide, slightly more than K = 21.
+footprint is (2d-1) + d (ceil(K/d) - 1) = 5 + 18 = 23 pixels wide: the receptive field is
+23 x 23, not the K x K = 21 x 21 the paper names (it is K + d - 1 whenever d divides K).
 
 Official code consulted: github.com/Visual-Attention-Network/VAN-Classification, models/van.py.
 Its AttentionModule equals the paper's LKA (all convolutions with biases, which the paper leaves
-unsaid): LKA has the single variant "paper". Its SpatialAttention adds a shortcut x + ... that
-the paper's figure of a stage does not show: VANAttention(variant="official") adds it,
-variant="paper" does not. Attribute names follow the official code, so checkpoints map.
+unsaid): LKA has the single variant "paper". Its SpatialAttention ends with a shortcut x + ...
+that the paper's figure of a stage does not show. Choose the block explicitly:
+
+    create("van_attention", C)                      # variant="paper": the figure, NO shortcut
+    create("van_attention", C, variant="official")  # the released SpatialAttention, WITH + X
+
+Attribute names follow the official code, so checkpoints map (use variant="official" with them).
 
 Args:
     channels: C, channels of the input.
     kernel_size: K, the kernel size that the decomposition stands for (21).
     dilation: d, the dilation of the depth-wise dilated convolution (3); ceil(K/d) must be odd.
-    variant: LKA: "paper" only. VANAttention: "paper" (as drawn) or "official" (with the
-        shortcut x + ...).
+    variant: LKA: "paper" only. VANAttention: "paper" (the default: as drawn, no shortcut) or
+        "official" (the released code: with the shortcut + X).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1.
 """
@@ -79,7 +84,12 @@ class LKA(nn.Module):
 
 
 class VANAttention(nn.Module):
-    """VAN's attention block: proj_2(LKA(GELU(proj_1(X)))), plus X in the official code."""
+    """VAN's attention block: proj_2(LKA(GELU(proj_1(X)))) [+ X].
+
+    variant="paper" (default) is the figure, without the shortcut; variant="official" adds + X
+    as the released SpatialAttention does: create("van_attention", C, variant="official") is the
+    block with the shortcut.
+    """
 
     VARIANTS = ("paper", "official")
 

@@ -23,6 +23,10 @@ describes Up as bilinear; the code uses F.interpolate's default, nearest: varian
 nn.AvgPool2d(r) crops the last H mod r rows and W mod r columns and fails on maps smaller than
 r: such maps are refused with a ValueError unless ceil_mode=True, which keeps partial windows
 (averaged over the pixels they hold) and differs from the code when r does not divide H or W.
+The later official file's options cardinality (groups), dilation and avd (SCNet-v1d) are not
+reproduced: this is the SCNet-50/101 configuration (groups 1, dilation 1, no avd).
+The paper draws one 1x1 convolution split into [X1; X2] and Y = [Y1; Y2]; the code's two 1x1
+convolutions and its [Y2; Y1] concatenation are the same block with the weights relabelled.
 
 Args:
     channels: C, channels of the input.

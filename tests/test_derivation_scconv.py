@@ -8,6 +8,7 @@ from torch import nn
 from attn_lib.checks.scconv import (
     check_sc_bottleneck_adds_no_conv_weights,
     check_sc_bottleneck_context_reach,
+    check_sc_bottleneck_matches_figure,
     check_sc_bottleneck_matches_formula,
     check_scconv_context_reach,
     check_scconv_matches_formula,
@@ -15,7 +16,7 @@ from attn_lib.checks.scconv import (
 from attn_lib.scconv import SCBottleneck, SCConv
 
 SC_CHECKS = [check_scconv_matches_formula, check_scconv_context_reach]
-BLOCK_CHECKS = [check_sc_bottleneck_matches_formula, check_sc_bottleneck_context_reach,
+BLOCK_CHECKS = [check_sc_bottleneck_matches_formula, check_sc_bottleneck_matches_figure, check_sc_bottleneck_context_reach,
                 check_sc_bottleneck_adds_no_conv_weights]
 
 
@@ -87,6 +88,16 @@ class NoResidual(SCBottleneck):
         return self.relu(self.bn3(self.conv3(self.relu(y))))
 
 
+class InputsSwapped(SCBottleneck):
+    """Broken: K1 gets conv1_b's output and SCConv gets conv1_a's (the code's halves mislabelled)."""
+
+    def forward(self, x):
+        x2 = self.relu(self.bn1_a(self.conv1_a(x)))
+        x1 = self.relu(self.bn1_b(self.conv1_b(x)))
+        y = torch.cat([self.k1(x1), self.scconv(x2)], dim=1)
+        return self.relu(self.bn3(self.conv3(self.relu(y))) + x)
+
+
 class FullWidthK(SCBottleneck):
     """Broken: the self-calibrated half as wide as the whole bottleneck (extra weights)."""
 
@@ -115,8 +126,9 @@ BLOCK_MUTANTS = {
     "block-no-gate": (SCBottleneck, with_scconv(NoGate), [check_sc_bottleneck_matches_formula, check_sc_bottleneck_context_reach]),
     "block-pooling-ignored": (SCBottleneck, with_scconv(SCConv, pooling_ignored), [check_sc_bottleneck_matches_formula, check_sc_bottleneck_context_reach]),
     "block-other-upsampling": (SCBottleneck, with_scconv(SCConv, other_upsampling), [check_sc_bottleneck_matches_formula]),
-    "halves-swapped": (HalvesSwapped, None, [check_sc_bottleneck_matches_formula]),
-    "no-residual": (NoResidual, None, [check_sc_bottleneck_matches_formula]),
+    "halves-swapped": (HalvesSwapped, None, [check_sc_bottleneck_matches_formula, check_sc_bottleneck_matches_figure]),
+    "inputs-swapped": (InputsSwapped, None, [check_sc_bottleneck_matches_formula, check_sc_bottleneck_matches_figure]),
+    "no-residual": (NoResidual, None, [check_sc_bottleneck_matches_formula, check_sc_bottleneck_matches_figure]),
     "full-width-sc-half": (FullWidthK, None, [check_sc_bottleneck_adds_no_conv_weights]),
 }
 

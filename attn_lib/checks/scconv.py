@@ -5,6 +5,7 @@
 """Derivation checks for attn_lib.scconv, exported from the chapter book/src/scconv.md."""
 import copy
 import math
+from types import SimpleNamespace
 
 import torch
 
@@ -110,6 +111,29 @@ def sc_bottleneck_formula(x, m):
     return relu(out + identity)
 
 
+def sc_bottleneck_figure_formula(x, m):
+    """The block as the paper's figure draws it: ONE 1x1 convolution to 2C' channels split into
+    [X1; X2], Y = [Y1; Y2], conv3. The code's weights map onto it: W1 = [conv1_b; conv1_a] (and
+    their BatchNorms), and conv3's input columns reordered from the code's [Y2; Y1] to [Y1; Y2]."""
+    relu = lambda t: t.clamp(min=0)
+    w = m.width
+    W1 = torch.cat([m.conv1_b.weight, m.conv1_a.weight])                          # (2C', C, 1, 1)
+    bn1 = SimpleNamespace(eps=m.bn1_a.eps, **{                                     # one BatchNorm of 2C'
+        k: torch.cat([getattr(m.bn1_b, k), getattr(m.bn1_a, k)]) for k in ("weight", "bias", "running_mean", "running_var")
+    })
+    x12 = relu(bn_formula(conv_formula(x, W1), bn1))
+    x1, x2 = x12[:, :w], x12[:, w:]                                                 # the figure's split
+    y1 = scconv_formula(x1, **scconv_args(m.scconv))                                # Y1, eqs. (1)-(4)
+    y2 = bn_formula(conv_formula(x2, m.k1[0].weight, m.stride), m.k1[1])           # Y2 = X2 * K1
+    W3 = torch.cat([m.conv3.weight[:, w:], m.conv3.weight[:, :w]], dim=1)           # columns for [Y1; Y2]
+    out = bn_formula(conv_formula(relu(torch.cat([y1, y2], dim=1)), W3), m.bn3)
+    if m.downsample is None:
+        identity = x
+    else:
+        identity = bn_formula(conv_formula(x, m.downsample[0].weight, m.stride), m.downsample[1])
+    return relu(out + identity)
+
+
 def _prepared(module, seed):
     m = randomize_(copy.deepcopy(module).double().eval(), seed)
     return m, next(m.parameters()).device
@@ -138,6 +162,18 @@ def check_sc_bottleneck_matches_formula(module, seed=0):
         x = torch.randn(2, m.channels, H, W, generator=g, dtype=torch.float64).to(device)
         with torch.no_grad():
             torch.testing.assert_close(m(x), sc_bottleneck_formula(x, m), rtol=1e-10, atol=1e-12)
+
+
+def check_sc_bottleneck_matches_figure(module, seed=0):
+    """The paper's figure (one 1x1 convolution, split into [X1; X2], Y = [Y1; Y2]) and the code's two
+    1x1 convolutions (conv1_a -> X2, conv1_b -> X1, concatenation [Y2; Y1]) are the same block: with
+    the weights mapped as in sc_bottleneck_figure_formula, the module equals the figure."""
+    m, device = _prepared(module, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    for H, W in _sizes(m):
+        x = torch.randn(2, m.channels, H, W, generator=g, dtype=torch.float64).to(device)
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), sc_bottleneck_figure_formula(x, m), rtol=1e-10, atol=1e-12)
 
 
 def input_gradient(module, channels, size, center, stride=1, seed=1):
