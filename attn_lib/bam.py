@@ -10,8 +10,10 @@
     F'     = F + F * M(F)                                          eq. (1)
 
 f_1, f_2 are 3x3 convolutions with dilation d and padding d, so the map keeps its size. A ReLU
-follows W_0, f_0, f_1 and f_2: the printed equations omit it, but without it each branch would
-collapse to one linear map (the official code has these ReLUs).
+follows W_0, f_0, f_1 and f_2, and the only BNs are the two at the branch ends: the printed
+equations show no activation, and where the ReLUs sit is our reading, not confirmed from the
+paper (without them each branch would collapse to one linear map; the official code has ReLUs
+at these four places).
 
 Official code consulted: github.com/Jongchan/attention-module, MODELS/bam.py. variant="official"
 computes what it computes, with the same parameter tensors in the same order:
@@ -21,7 +23,9 @@ computes what it computes, with the same parameter tensors in the same order:
   - its channel pooling, avg_pool2d with kernel H and stride H, is the global mean only when
     H == W (for H < W < 2H it averages the first H columns; other shapes fail). Both variants
     use the global mean, which equals it on square maps;
-  - its hidden width C // r is 0 for C < r; both variants use max(1, C // r).
+  - its hidden width C // r is 0 for C < r; both variants use max(1, C // r);
+  - its ChannelGate assigns an undefined name (gate_activation) and raises NameError as
+    published; that line sets no parameter and is left out.
 BatchNorm after global pooling: in training mode a batch of one fails (one value per channel);
 in eval mode a batch of one works.
 

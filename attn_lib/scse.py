@@ -9,13 +9,16 @@ arXiv:1803.02579; journal version IEEE TMI 2019, arXiv:1808.08127).
     U_sSE  = U * sigma(W_sq * U)                       spatial gain, one per position (1x1 conv)
     U_scSE = f(U_cSE, U_sSE),  f in {add, max, mul, concat}
 
-Official code consulted: github.com/ai-med/squeeze_and_excitation (ChannelSpatialSELayer). It
-aggregates with the element-wise max (the MICCAI paper adds) and gives W_1, W_2 and W_sq biases
-(the equations have none): variant="official" does both.
+Official code consulted: github.com/ai-med/squeeze_and_excitation,
+squeeze_and_excitation/squeeze_and_excitation.py (ChannelSpatialSELayer). It aggregates with the
+element-wise max (the MICCAI paper adds) and gives W_1, W_2 (nn.Linear) and W_sq (1x1 Conv2d)
+biases (the equations have none): variant="official" does both, with the same parameter tensors
+in the same order, so its checkpoints load by position. Its hidden width C // r is 0 for C < r;
+both variants use max(1, C // r).
 
 Args:
     channels: C, channels of the input.
-    reduction: r, the cSE bottleneck ratio; hidden width max(1, C // r). The paper and code use 2.
+    reduction: r, the cSE bottleneck ratio; hidden width max(1, C // r). Default 2, the code's.
     aggregation: f, one of "add", "max", "mul", "concat"; None takes the variant's choice
         ("add" for "paper", "max" for "official"). "concat" returns 2C channels.
     variant: "paper" (MICCAI equations) or "official" (the released code).
@@ -23,7 +26,7 @@ Args:
 Shape: (B, C, H, W) -> (B, C, H, W); (B, 2C, H, W) with aggregation="concat" (see out_channels).
 """
 import torch
-from einops.layers.torch import Reduce
+from einops.layers.torch import Rearrange, Reduce
 from torch import nn
 
 
@@ -49,11 +52,12 @@ class SCSE(nn.Module):
         bias = variant == "official"
         hidden = max(1, channels // reduction)
         self.cse = nn.Sequential(
-            Reduce("b c h w -> b c 1 1", "mean"),        # GAP(U): (B, C, 1, 1)
-            nn.Conv2d(channels, hidden, 1, bias=bias),  # W_1
+            Reduce("b c h w -> b c", "mean"),           # GAP(U): (B, C)
+            nn.Linear(channels, hidden, bias=bias),     # W_1: (B, C/r)
             nn.ReLU(),                                  # delta
-            nn.Conv2d(hidden, channels, 1, bias=bias),  # W_2
-            nn.Sigmoid(),                               # channel gain: (B, C, 1, 1)
+            nn.Linear(hidden, channels, bias=bias),     # W_2: (B, C)
+            nn.Sigmoid(),                               # channel gain
+            Rearrange("b c -> b c 1 1"),                # as a map: (B, C, 1, 1)
         )
         self.sse = nn.Sequential(
             nn.Conv2d(channels, 1, 1, bias=bias),       # q = W_sq * U: (B, 1, H, W)

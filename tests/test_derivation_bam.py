@@ -64,6 +64,25 @@ def max_pooling(m):
     m.channel_gate.pool = Reduce("b c h w -> b c", "max")
 
 
+def final_bn_forgotten(m):
+    """The paper's BN at the end of the spatial branch left out (official: the BN after f_2)."""
+    if m.variant == "official":
+        m.spatial_gate.bn2 = nn.Identity()
+    else:
+        m.spatial_gate.bn = nn.Identity()
+
+
+def bn_ignores_running_stats(m):
+    """The channel branch's BN built with track_running_stats=False: batch statistics in eval too."""
+    name = "bn0" if m.variant == "official" else "bn"
+    old = getattr(m.channel_gate, name)
+    setattr(m.channel_gate, name, nn.BatchNorm1d(old.num_features, track_running_stats=False))
+
+
+def relu_after_f2_forgotten(m):
+    m.spatial_gate.relu2 = nn.Identity()
+
+
 MUTANTS = {
     "product-sum-swapped": (SwappedCombination, None, [check_bam_matches_formula, check_bam_combination]),
     "no-residual": (NoResidual, None, [check_bam_matches_formula, check_bam_is_a_residual_gain]),
@@ -72,6 +91,9 @@ MUTANTS = {
     "padding-1": (BAM, padding_one, [check_bam_branch_shapes]),
     "no-dilation": (BAM, no_dilation, [check_bam_matches_formula]),
     "max-pooling": (BAM, max_pooling, [check_bam_matches_formula]),
+    "final-bn-forgotten": (BAM, final_bn_forgotten, [check_bam_matches_formula]),
+    "bn-ignores-running-stats": (BAM, bn_ignores_running_stats, [check_bam_matches_formula]),
+    "relu-after-f2-forgotten": (BAM, relu_after_f2_forgotten, [check_bam_matches_formula]),
 }
 
 

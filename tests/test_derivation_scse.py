@@ -45,7 +45,21 @@ def channel_gate_without_sigmoid(m):
 
 
 def channel_squeeze_by_max(m):
-    m.cse[0] = Reduce("b c h w -> b c 1 1", "max")
+    m.cse[0] = Reduce("b c h w -> b c", "max")
+
+
+def paper_with_biases(m):
+    """Broken: the paper variant built with PyTorch's default biases."""
+    m.cse[1] = nn.Linear(m.cse[1].in_features, m.cse[1].out_features)
+    m.cse[3] = nn.Linear(m.cse[3].in_features, m.cse[3].out_features)
+    m.sse[0] = nn.Conv2d(m.channels, 1, 1)
+
+
+def official_without_biases(m):
+    """Broken: the official variant without the code's biases (its checkpoints would not load)."""
+    m.cse[1] = nn.Linear(m.cse[1].in_features, m.cse[1].out_features, bias=False)
+    m.cse[3] = nn.Linear(m.cse[3].in_features, m.cse[3].out_features, bias=False)
+    m.sse[0] = nn.Conv2d(m.channels, 1, 1, bias=False)
 
 
 MUTANTS = {
@@ -54,6 +68,8 @@ MUTANTS = {
     "sse-pools-space": (SCSE, {}, spatial_squeeze_pools_over_space, [check_scse_matches_formula]),
     "cse-no-sigmoid": (SCSE, {}, channel_gate_without_sigmoid, CHECKS),
     "cse-max-squeeze": (SCSE, {}, channel_squeeze_by_max, [check_scse_matches_formula]),
+    "paper-with-biases": (SCSE, {}, paper_with_biases, [check_scse_matches_formula]),
+    "official-without-biases": (SCSE, {"variant": "official"}, official_without_biases, [check_scse_matches_formula]),
 }
 
 

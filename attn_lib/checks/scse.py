@@ -6,6 +6,7 @@
 import copy
 
 import torch
+from torch import nn
 
 
 def scse_formula(u, W1, W2, W_sq, b1=None, b2=None, b_sq=None, aggregation="add"):
@@ -40,17 +41,74 @@ def _randomized_double(module, seed):
     return m, g
 
 
+class _OriginalChannelSE(nn.Module):
+    """The official ChannelSELayer (squeeze_and_excitation.py), names and layout kept."""
+
+    def __init__(self, num_channels, reduction_ratio=2):
+        super().__init__()
+        self.fc1 = nn.Linear(num_channels, num_channels // reduction_ratio, bias=True)
+        self.fc2 = nn.Linear(num_channels // reduction_ratio, num_channels, bias=True)
+
+    def forward(self, x):
+        b, c, _, _ = x.size()
+        squeeze = x.reshape(b, c, -1).mean(dim=2)
+        excite = torch.sigmoid(self.fc2(torch.relu(self.fc1(squeeze))))
+        return torch.mul(x, excite.view(b, c, 1, 1))
+
+
+class _OriginalSpatialSE(nn.Module):
+    """The official SpatialSELayer, without its optional few-shot `weights` argument."""
+
+    def __init__(self, num_channels):
+        super().__init__()
+        self.conv = nn.Conv2d(num_channels, 1, 1)
+
+    def forward(self, x):
+        b, _, h, w = x.size()
+        return torch.mul(x, torch.sigmoid(self.conv(x)).view(b, 1, h, w))
+
+
+class OriginalChannelSpatialSE(nn.Module):
+    """The official ChannelSpatialSELayer: torch.max(cSE(x), sSE(x))."""
+
+    def __init__(self, num_channels, reduction_ratio=2):
+        super().__init__()
+        self.cSE = _OriginalChannelSE(num_channels, reduction_ratio)
+        self.sSE = _OriginalSpatialSE(num_channels)
+
+    def forward(self, x):
+        return torch.max(self.cSE(x), self.sSE(x))
+
+
+def original_scse_like(module):
+    """An OriginalChannelSpatialSE holding `module`'s tensors (variant "official"), copied by position."""
+    p = next(module.parameters())
+    original = OriginalChannelSpatialSE(module.channels, module.reduction).to(dtype=p.dtype, device=p.device)
+    ours, theirs = module.state_dict(), original.state_dict()
+    assert len(ours) == len(theirs), f"{len(ours)} tensors here, {len(theirs)} in the official code"
+    with torch.no_grad():
+        for (name, t), (their_name, v) in zip(ours.items(), theirs.items()):
+            assert t.shape == v.shape, f"{name} {tuple(t.shape)} does not map onto {their_name} {tuple(v.shape)}"
+            v.copy_(t)
+    return original.eval()
+
+
 def check_scse_matches_formula(module, size=(2, 5, 7), seed=0):
-    """The module equals scse_formula in float64 with the same weights and aggregation."""
+    """The module equals scse_formula in float64 with the same weights and aggregation; the paper
+    variant has no biases; the official variant with its max also equals the official code."""
     m, g = _randomized_double(module, seed)
     device = next(m.parameters()).device
     B, H, W = size
     u = torch.randn(B, m.channels, H, W, generator=g, dtype=torch.float64).to(device)
     w1, w2, wsq = m.cse[1], m.cse[3], m.sse[0]
-    expected = scse_formula(u, w1.weight[:, :, 0, 0], w2.weight[:, :, 0, 0], wsq.weight[0, :, 0, 0],
+    if m.variant == "paper":
+        assert all(layer.bias is None for layer in (w1, w2, wsq)), "the paper's equations have no biases"
+    expected = scse_formula(u, w1.weight, w2.weight, wsq.weight.reshape(-1),
                             w1.bias, w2.bias, wsq.bias, aggregation=m.aggregation)
     with torch.no_grad():
         torch.testing.assert_close(m(u), expected, rtol=1e-10, atol=1e-12)
+        if m.variant == "official" and m.aggregation == "max" and m.channels // m.reduction >= 1:
+            torch.testing.assert_close(m(u), original_scse_like(m)(u), rtol=1e-10, atol=1e-12)
 
 
 def check_scse_branches_are_channel_and_spatial_gains(module, size=(2, 6, 5), seed=1):
