@@ -19,12 +19,14 @@ p post-processing units. Units are pre-activation bottlenecks (BN-ReLU-conv1x1, 
 conv3x3, BN-ReLU-conv1x1, width C/4) as in Attention-56 (p=1, t=2, r=1).
 
 Official code consulted: github.com/fwang91/residual-attention-network (Caffe prototxt files,
-Attention-56 and Attention-92). It deviates from the paper in two places, which
-variant="official" reproduces: the mask ends in TanH, not a sigmoid (M in (-1, 1)); the max
-pools have no padding and round their output size up (Caffe), so odd maps pool differently
-and maps of side 1 cannot be pooled. Both variants interpolate with aligned corners as
-Caffe's Interp layer does, and put one residual unit on each skip path as the released
-networks do. Popular PyTorch ports add extra terms to the mask branch; this module does not.
+model/Attention-56-deploy.prototxt and model/Attention-92-deploy.prototxt). variant="official"
+reproduces two details: the mask ends in a TanH layer, not the paper's sigmoid (M in (-1, 1));
+the max pools have no padding (the paper does not say) and round their output size up (Caffe),
+so odd maps pool differently and maps of side 1 cannot be pooled; variant="paper" pads them by
+one. Both variants interpolate with aligned corners (DeepLab's Interp layer in the authors'
+Caffe fork) and put one residual unit on each skip path as the released networks do. The
+PyTorch port tengshaofeng/ResidualAttentionNetwork-pytorch adds extra terms to the mask
+branch; this module does not.
 
 Args:
     channels: C, channels of the input (and of every unit).

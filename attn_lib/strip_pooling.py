@@ -18,8 +18,9 @@ ReLU, 3x3 conv) and a second 1x1 reduction feeds a long-range branch (the two st
 1-D convs, summed, ReLU, 3x3 conv); the two are concatenated, projected back to C by a 1x1 conv,
 and out = ReLU(x + projection).
 
-Official code consulted: github.com/houqb/SPNet (formerly Andrew-Qibin/SPNet):
-models/resnet.py, class SPBlock (the SPM) and models/customize.py, class StripPooling (the MPM).
+Official code consulted: github.com/houqb/SPNet: models/resnet.py, class SPBlock (the SPM),
+models/customize.py, class StripPooling (the MPM), models/spnet.py (SPHead: pool sizes (20, 12)),
+models/base.py (bilinear resizing with align_corners=True).
 SPBlock puts a BatchNorm after each 1-D conv and a ReLU after the fusion, which the paper's
 formula does not have: StripPooling(variant="official") adds them (same parameter tensors as
 SPBlock: conv1 -> conv_h, bn1 -> bn_h, conv2 -> conv_v, bn2 -> bn_v, conv3 -> fuse). In SPBlock the

@@ -104,6 +104,11 @@ def official_pool_in_paper(m):
     m.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
 
 
+def r_units_at_the_bottom(m):
+    """Broken: r units at the bottom of the mask branch instead of the paper's 2r."""
+    m.down[-1] = nn.Sequential(*list(m.down[-1])[: m.r])
+
+
 PAPER_MIXED = [("paper", "mixed")]
 MIXED = [("paper", "mixed"), ("official", "mixed")]
 MUTANTS = {
@@ -115,6 +120,7 @@ MUTANTS = {
     "missing-skip": (MissingSkip, None, MIXED, FORMULA),
     "average-pool": (ResidualAttention, average_pool, MIXED, FORMULA),
     "caffe-pool-in-paper": (ResidualAttention, official_pool_in_paper, PAPER_MIXED, FORMULA),
+    "r-units-at-the-bottom": (ResidualAttention, r_units_at_the_bottom, MIXED, FORMULA),
     "activation-swapped": (ActivationSwapped, None, [("paper", "mixed")], CHECKS[:1] + CHECKS[2:]),
     "sigmoid-in-official": (ActivationSwapped, None, [("official", "mixed")], FORMULA),
     "channel-norm-over-space": (ChannelNormOverSpace, None, [("paper", "channel")],

@@ -128,6 +128,43 @@ def test_checks_reject_broken_mixed_pooling(mutant):
             check(broken)
 
 
+class OfficialWithoutReLU(StripPooling):
+    """Broken official SPM: no ReLU on the fused strips (SPBlock has one)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.act = nn.Identity()
+
+
+class OfficialWithoutBN(StripPooling):
+    """Broken official SPM: no BatchNorm after the 1-D convolutions (SPBlock has them)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bn_h, self.bn_v = nn.Identity(), nn.Identity()
+
+
+def mpm_short_out_without_relu(m):
+    """Broken MPM: conv2_5 without its ReLU."""
+    m.short_out = nn.Sequential(*list(m.short_out)[:2])
+
+
+@pytest.mark.parametrize("cls", [OfficialWithoutReLU, OfficialWithoutBN], ids=lambda c: c.__name__)
+def test_formula_rejects_official_spm_without_its_extras(cls):
+    broken = cls(12, variant="official")
+    broken.eval()(torch.randn(2, 12, 7, 9))              # the mutant runs
+    with pytest.raises(AssertionError):
+        check_strip_pooling_matches_formula(broken)
+
+
+def test_formula_rejects_mpm_with_a_missing_relu():
+    broken = MixedPooling(12)
+    mpm_short_out_without_relu(broken)
+    broken.eval()(torch.randn(2, 12, 7, 9))              # the mutant runs
+    with pytest.raises(AssertionError):
+        check_mixed_pooling_matches_formula(broken)
+
+
 def test_paper_variant_is_official_without_bn_and_relu():
     """With the same convolutions, BN at its initial state (identity up to eps) and the ReLU
     removed, the official form computes the paper's output."""

@@ -102,6 +102,9 @@ def normalisation_formula(e, attention, official=False, eps=1e-5):
 def residual_attention_formula(m, x):
     """H = (1 + M) * T with the module's weights, every step written out (module in eval mode)."""
     official = m.variant == "official"
+    counts = [len(m.pre), len(m.trunk), [len(d) for d in m.down], len(m.skip), [len(u) for u in m.up], len(m.post)]
+    expected = [m.p, m.t, [m.r] * (m.depth - 1) + [2 * m.r], m.depth - 1, [m.r] * (m.depth - 1), m.p]
+    assert counts == expected, f"units (pre, trunk, down, skip, up, post) {counts}, the paper's p, t, r give {expected}"
     x0 = _units_formula(x, m.pre)
     trunk = _units_formula(x0, m.trunk)
     h, skips = x0, []

@@ -31,8 +31,7 @@ def _device(m):
 
 def batchnorm_eval(t, bn):
     """BatchNorm in eval mode, written out: (t - mean) / sqrt(var + eps) * gamma + beta."""
-    if not isinstance(bn, torch.nn.BatchNorm2d):
-        return t
+    assert isinstance(bn, torch.nn.BatchNorm2d), f"expected a BatchNorm2d here, found {type(bn).__name__}"
     shape = (1, -1, 1, 1)
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     return (t - bn.running_mean.view(shape)) * scale.view(shape) + bn.bias.view(shape)
@@ -67,8 +66,9 @@ def strip_pooling_formula(x, m):
     y_h, y_v = strips_formula(x)
     y_h = conv1d_formula(y_h, m.conv_h.weight[:, :, :, 0], m.conv_h.bias)       # 3x1 conv on y^h
     y_v = conv1d_formula(y_v, m.conv_v.weight[:, :, 0, :], m.conv_v.bias)       # 1x3 conv on y^v
-    y_h = batchnorm_eval(y_h[..., None], m.bn_h)[..., 0]
-    y_v = batchnorm_eval(y_v[:, :, None, :], m.bn_v)[:, :, 0, :]
+    if m.variant == "official":                                                 # SPBlock: BN after each 1-D conv
+        y_h = batchnorm_eval(y_h[..., None], m.bn_h)[..., 0]
+        y_v = batchnorm_eval(y_v[:, :, None, :], m.bn_v)[:, :, 0, :]
     y = torch.empty(B, C, H, W, dtype=x.dtype, device=x.device)
     for i in range(H):
         for j in range(W):
@@ -175,31 +175,33 @@ def bilinear_formula(t, h, w):
     return out
 
 
-def _conv_bn_formula(t, block):
-    """conv (no bias) -> BN (eval) -> optional ReLU, for a Sequential(conv, bn[, relu])."""
+def _conv_bn_formula(t, block, relu):
+    """conv (no bias) -> BN (eval) -> ReLU if the official layer has one; block = (conv, bn, ...)."""
     conv = block[0]
     out = batchnorm_eval(F.conv2d(t, conv.weight, None, padding=conv.padding), block[1])
-    return torch.clamp(out, min=0) if len(block) > 2 else out
+    return torch.clamp(out, min=0) if relu else out
 
 
 def mixed_pooling_formula(x, m):
     """The MPM of the official StripPooling, with pooling, strips, expansion and bilinear
     resizing written out."""
     B, C, H, W = x.shape
-    x1, x2 = _conv_bn_formula(x, m.reduce_short), _conv_bn_formula(x, m.reduce_long)
-    short = _conv_bn_formula(x1, m.local)
-    for pool, block in zip(m.pools, m.pool_convs):
-        short = short + bilinear_formula(_conv_bn_formula(adaptive_pool_formula(x1, pool.size), block), H, W)
-    short = _conv_bn_formula(torch.clamp(short, min=0), m.short_out)
+    x1 = _conv_bn_formula(x, m.reduce_short, relu=True)                         # conv1_1
+    x2 = _conv_bn_formula(x, m.reduce_long, relu=True)                          # conv1_2
+    short = _conv_bn_formula(x1, m.local, relu=False)                           # conv2_0
+    for size, block in zip(m.pool_sizes, m.pool_convs):                         # conv2_1, conv2_2
+        pooled = _conv_bn_formula(adaptive_pool_formula(x1, size), block, relu=False)
+        short = short + bilinear_formula(pooled, H, W)
+    short = _conv_bn_formula(torch.clamp(short, min=0), m.short_out, relu=True)  # conv2_5
     y_h, y_v = strips_formula(x2)                                               # (B, C/4, H), (B, C/4, W)
-    y_v = _conv_bn_formula(y_v[:, :, None, :], m.conv_v)[:, :, 0, :]            # 1x3 conv on the 1 x W strip
-    y_h = _conv_bn_formula(y_h[..., None], m.conv_h)[..., 0]                    # 3x1 conv on the H x 1 strip
+    y_v = _conv_bn_formula(y_v[:, :, None, :], m.conv_v, relu=False)[:, :, 0, :]  # conv2_3: 1x3 on the 1 x W strip
+    y_h = _conv_bn_formula(y_h[..., None], m.conv_h, relu=False)[..., 0]        # conv2_4: 3x1 on the H x 1 strip
     y = torch.empty(B, y_h.shape[1], H, W, dtype=x.dtype, device=x.device)
     for i in range(H):
         for j in range(W):
             y[:, :, i, j] = y_h[:, :, i] + y_v[:, :, j]
-    long = _conv_bn_formula(torch.clamp(y, min=0), m.long_out)
-    out = _conv_bn_formula(torch.cat([short, long], dim=1), m.project)
+    long = _conv_bn_formula(torch.clamp(y, min=0), m.long_out, relu=True)      # conv2_6
+    out = _conv_bn_formula(torch.cat([short, long], dim=1), m.project, relu=False)  # conv3
     return torch.clamp(x + out, min=0)
 
 
