@@ -10,13 +10,14 @@
     s^h = sigma(Conv_h(f^h)),   s^w = sigma(Conv_w(f^w))
     Y = X * s^h * s^w,          y_c(i, j) = x_c(i, j) s^h_c(i) s^w_c(j)
 
-Official code consulted: github.com/houqb/CoordAttention (coordatt.py). It uses the width
+Official code consulted: github.com/houqb/CoordAttention (coordatt.py, and mbv2_ca.py, which
+computes the same with conv_h, conv_w named conv2, conv3). It uses the width
 mip = max(8, C // r) where the paper writes C / r, gives the three 1x1 convolutions biases, and
 uses h-swish for delta, which the paper leaves unnamed. Both variants use the width
 max(min_width, C // r) with min_width = 8 by default (the official floor; min_width=1 gives the
 paper's literal C / r, clamped to one channel) and h-swish by default. variant="official" adds the
-biases; it keeps the official parameter names (conv1, bn1, conv_h, conv_w), so official state dicts
-load unchanged. The official AdaptiveAvgPool2d((None, 1)) pools are written as means (same
+biases; it keeps the parameter names of coordatt.py (conv1, bn1, conv_h, conv_w), so its state
+dicts load unchanged. The official AdaptiveAvgPool2d((None, 1)) pools are written as means (same
 values, ONNX-friendly).
 
 Args:

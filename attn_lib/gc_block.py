@@ -13,9 +13,10 @@ Options as in the official code: pooling="avg" replaces the attention pooling by
 (alpha_j = 1/N_p); fusion="mul" gives z_i = x_i * sigmoid(t). pooling="avg", fusion="mul" with
 the LayerNorm removed is the SE block.
 
-Official code consulted: github.com/xvjiarui/GCNet, class ContextBlock (mmdet/ops/gcb/context_block.py;
-read: the same class in mmcv, mmcv/cnn/bricks/context_block.py, and the repository's earlier
-mmdet/ops/ct/context_block.py, class ContextBlock2d, which computes the same). It gives W_k
+Official code consulted: class ContextBlock, mmdet/ops/gcb/context_block.py, read in
+open-mmlab/mmdetection (which supports GCNet, says the README of github.com/xvjiarui/GCNet); the identical class in mmcv,
+mmcv/cnn/bricks/context_block.py; and github.com/xvjiarui/GCNet, mmdet/ops/ct/context_block.py,
+class ContextBlock2d, which computes the same. It gives W_k
 (conv_mask), W_v1 and W_v2 biases, which the paper's formula does not have: variant="official"
 adds them. The bias of W_k cancels in the softmax over positions (it shifts every score by the
 same number), so it never changes the output and its gradient is zero; the other two do change

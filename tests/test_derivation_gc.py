@@ -11,6 +11,7 @@ from attn_lib.checks.gc_block import (
     check_gc_attention_is_a_distribution,
     check_gc_identity_at_init,
     check_gc_matches_formula,
+    check_gc_official_code,
     check_gc_same_for_every_position,
 )
 from attn_lib.gc_block import GCBlock
@@ -20,6 +21,7 @@ CHECKS = [
     check_gc_attention_is_a_distribution,
     check_gc_same_for_every_position,
     check_gc_identity_at_init,            # expects a freshly built module: the tests pass one
+    check_gc_official_code,
 ]
 SETTINGS = list(itertools.product(GCBlock.VARIANTS, GCBlock.POOLINGS, GCBlock.FUSIONS))
 
@@ -61,6 +63,31 @@ class NotZeroInitGC(GCBlock):
             nn.init.kaiming_normal_(self.w_k.weight, mode="fan_in", nonlinearity="relu")
 
 
+class OfficialWithoutBiasesGC(GCBlock):
+    """Broken: variant="official" is accepted but builds the paper's bias-free convolutions."""
+
+    def __init__(self, channels, *, variant="paper", **kwargs):
+        super().__init__(channels, variant="paper", **kwargs)
+        self.variant = variant
+
+
+class PaperWithBiasesGC(GCBlock):
+    """Broken: variant="paper" builds the official convolutions, biases included."""
+
+    def __init__(self, channels, *, variant="paper", **kwargs):
+        super().__init__(channels, variant="official", **kwargs)
+        self.variant = variant
+
+
+class ReluBeforeLayerNormGC(GCBlock):
+    """Broken: ReLU before the LayerNorm (the official order is conv, LN, ReLU, conv)."""
+
+    def forward(self, x):
+        t = self.transform
+        term = t[3](t[1](t[2](t[0](self.context(x)))))
+        return x + term if self.fusion == "add" else x * torch.sigmoid(term)
+
+
 def no_layernorm(m):
     m.transform[1] = nn.Identity()
 
@@ -79,11 +106,14 @@ MUTANTS = {
     "layernorm-skipped": (SkipLayerNormGC, keep, "add", [check_gc_matches_formula]),
     "mul-when-add": (MulWhenAddGC, keep, "add", [check_gc_matches_formula, check_gc_same_for_every_position]),
     "last-conv-not-zero": (NotZeroInitGC, keep, "all", [check_gc_identity_at_init]),
+    "official-without-biases": (OfficialWithoutBiasesGC, keep, "official", [check_gc_official_code]),
+    "paper-with-biases": (PaperWithBiasesGC, keep, "paper", [check_gc_official_code]),
+    "relu-before-layernorm": (ReluBeforeLayerNormGC, keep, "all", [check_gc_matches_formula, check_gc_official_code]),
 }
 
 
-def applies(scope, pooling, fusion):
-    return scope == "all" or scope in (pooling, fusion)
+def applies(scope, variant, pooling, fusion):
+    return scope == "all" or scope in (variant, pooling, fusion)
 
 
 @pytest.mark.parametrize("variant,pooling,fusion", SETTINGS)
@@ -97,7 +127,7 @@ def test_checks_reject_broken_gc(mutant):
     cls, breakage, scope, checks = MUTANTS[mutant]
     tried = 0
     for variant, pooling, fusion in SETTINGS:
-        if not applies(scope, pooling, fusion):
+        if not applies(scope, variant, pooling, fusion):
             continue
         torch.manual_seed(0)
         broken = cls(12, reduction=3, pooling=pooling, fusion=fusion, variant=variant)

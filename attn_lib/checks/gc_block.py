@@ -115,3 +115,47 @@ def check_gc_identity_at_init(module, size=(2, 5, 7), seed=3):
         z = m(x)
     expected = x if m.fusion == "add" else 0.5 * x
     torch.testing.assert_close(z, expected, rtol=1e-12, atol=1e-12)
+
+
+def official_state_dict(module):
+    """The module's tensors under the official ContextBlock's names (w_k -> conv_mask,
+    transform -> channel_add_conv or channel_mul_conv)."""
+    rename = {"w_k": "conv_mask", "transform": "channel_add_conv" if module.fusion == "add" else "channel_mul_conv"}
+    return {rename[k.split(".")[0]] + k[k.index("."):]: v for k, v in module.state_dict().items()}
+
+
+def official_code_forward(state, x, pooling="att", fusion="add"):
+    """The official ContextBlock.forward, step by step, for one fusion type; a missing bias acts as zero."""
+    F = torch.nn.functional
+    batch, channel, height, width = x.size()
+    if pooling == "att":
+        input_x = x.view(batch, channel, height * width).unsqueeze(1)                # [N, 1, C, HW]
+        context_mask = F.conv2d(x, state["conv_mask.weight"], state.get("conv_mask.bias"))   # [N, 1, H, W]
+        context_mask = torch.softmax(context_mask.view(batch, 1, height * width), dim=2)     # [N, 1, HW]
+        context = torch.matmul(input_x, context_mask.unsqueeze(-1)).view(batch, channel, 1, 1)
+    else:
+        context = F.adaptive_avg_pool2d(x, 1)                                        # [N, C, 1, 1]
+    name = "channel_add_conv" if fusion == "add" else "channel_mul_conv"
+    planes = state[f"{name}.0.weight"].shape[0]
+    term = F.conv2d(context, state[f"{name}.0.weight"], state.get(f"{name}.0.bias"))
+    term = F.layer_norm(term, [planes, 1, 1], state[f"{name}.1.weight"], state[f"{name}.1.bias"])
+    term = F.conv2d(F.relu(term), state[f"{name}.3.weight"], state.get(f"{name}.3.bias"))
+    return x + term if fusion == "add" else x * torch.sigmoid(term)
+
+
+def check_gc_official_code(module, size=(2, 5, 7), seed=4):
+    """variant="official" holds exactly the official ContextBlock's tensors (renamed), the paper
+    variant the same less the three convolution biases; both compute the official forward pass
+    on those tensors (the paper variant with zero biases)."""
+    m, g = _randomized(module, seed)
+    fused = "channel_add_conv" if m.fusion == "add" else "channel_mul_conv"
+    weights = {f"{fused}.{i}.{kind}" for i in (0, 1, 3) for kind in ("weight", "bias")}
+    if m.pooling == "att":
+        weights |= {"conv_mask.weight", "conv_mask.bias"}
+    biases = {"conv_mask.bias", f"{fused}.0.bias", f"{fused}.3.bias"}
+    expected = weights if m.variant == "official" else weights - biases
+    state = official_state_dict(m)
+    assert set(state) == expected, f"{m.variant} tensors {sorted(state)}, expected {sorted(expected)}"
+    x = _input(m, g, size)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), official_code_forward(state, x, m.pooling, m.fusion), rtol=1e-10, atol=1e-12)
