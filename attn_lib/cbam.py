@@ -14,7 +14,8 @@ the equations: the MLP layers have biases; the 7x7 convolution (no bias) is foll
 BatchNorm2d(1, eps=1e-5, momentum=0.01); its channel pool stacks [max; mean], the reverse of the
 paper's [avg; max]. variant="official" reproduces all three with the same parameter tensors
 (convert_official_state_dict renames an official checkpoint's keys). Deviations from the
-official code in both variants: hidden width max(1, C // r) (the official C // r is 0 for C < r);
+official code in both variants: hidden width max(1, C // r) (the official C // r is 0 for C < r,
+which makes M_c a constant);
 kernel_size is an option (the official code fixes 7). In the official variant, training mode
 needs more than one value per BatchNorm channel (B * H * W > 1).
 

@@ -8,8 +8,9 @@
     s = sigma(W_2 delta(W_1 z))         excitation, eq. (3)
     X~ = s * U                          scale, eq. (4), s broadcast over H x W
 
-Official code consulted: github.com/hujie-frank/SENet (Caffe prototxt). It gives W_1 and W_2
-biases, which eq. (3) does not have: variant="official" adds them.
+Official code consulted: github.com/hujie-frank/SENet, models/SE-ResNet-50.prototxt (Caffe). Its
+1x1_down (W_1) and 1x1_up (W_2) layers keep Caffe's default bias, which eq. (3) does not have:
+variant="official" adds them.
 
 Args:
     channels: C, channels of the input.

@@ -9,14 +9,15 @@ PMLR 139:11863-11874.
     1/E = (X - mu)^2 / (4 (var + lambda)) + 1/2                     inverse minimal energy, eq. (4)
     X~ = sigmoid(1/E) * X                                           eq. (5)
 
-The paper's sigma^2 divides by n = M = H W. Official code consulted: github.com/ZjjConan/SimAM
-(simam_module): it divides by n = H W - 1, which variant="official" reproduces. On a 1 x 1
-map that n is 0 and the official code returns NaN; variant="official" refuses such an input
-with a ValueError. The gate lies in [sigmoid(1/2), sigmoid((H W + 1) / 4)).
+The paper's sigma^2 divides by n = M = H W. Official code consulted: github.com/ZjjConan/SimAM,
+simam_module (mmdetection/mmdet/models/backbones/attentions/simam_module.py): it divides by
+n = H W - 1, which variant="official" reproduces. On a 1 x 1 map that n is 0 and the official
+code returns NaN; variant="official" refuses such an input with a ValueError. The gate lies in [sigmoid(1/2), sigmoid((H W + 1) / 4)).
 
 Args:
     channels: C, channels of the input (only checked: the module has no parameters).
-    e_lambda: lambda > 0, the regulariser of the energy (default 1e-4, as the official code).
+    e_lambda: lambda > 0, the regulariser of the energy (default 1e-4, as simam_module; the
+        official ImageNet models were trained with 0.1).
     variant: "paper" (variance divisor H W) or "official" (divisor H W - 1).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1 (H W >= 2 for variant="official").

@@ -86,6 +86,15 @@ def swapped_pool_order(m):
     m.spatial_gate.max_first = not m.spatial_gate.max_first
 
 
+def official_parts_in_the_wrong_variant(m):
+    """The paper variant with MLP biases and a BatchNorm, the official one without (variants swapped)."""
+    for i in (0, 2):
+        lin = m.channel_gate.mlp[i]
+        m.channel_gate.mlp[i] = nn.Linear(lin.in_features, lin.out_features, bias=lin.bias is None)
+    official = isinstance(m.spatial_gate.bn, nn.BatchNorm2d)
+    m.spatial_gate.bn = nn.Identity() if official else nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
+
+
 MUTANTS = {
     "non-global-max": (CBAM, non_global_max, [check_cbam_matches_formula, check_cbam_channel_mlp_is_shared,
                                               check_cbam_gate_properties]),
@@ -97,6 +106,7 @@ MUTANTS = {
     "spatial-first": (SpatialFirstCBAM, lambda m: None, [check_cbam_matches_formula,
                                                          check_cbam_is_channel_then_spatial]),
     "paper-official-pool-order-swap": (CBAM, swapped_pool_order, [check_cbam_matches_formula]),
+    "paper-official-parts-swap": (CBAM, official_parts_in_the_wrong_variant, [check_cbam_matches_formula]),
 }
 
 

@@ -34,12 +34,20 @@ def tanh_instead_of_relu(m):
     m.excite[1] = nn.Tanh()
 
 
+def biases_in_the_wrong_variant(m):
+    """The paper variant with biases, the official one without (the variants swapped)."""
+    for i in (0, 2):
+        conv = m.excite[i]
+        m.excite[i] = nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=conv.bias is None)
+
+
 MUTANTS = {
     "max-squeeze": (SE, max_squeeze, [check_se_matches_formula]),
     "wrong-axis": (SE, squeeze_over_width_only, CHECKS),
     "no-sigmoid": (SE, no_sigmoid, [check_se_matches_formula]),
     "tanh-not-relu": (SE, tanh_instead_of_relu, [check_se_matches_formula]),
     "spatial-gain": (SpatialGainSE, lambda m: None, CHECKS),
+    "paper-official-swap": (SE, biases_in_the_wrong_variant, [check_se_matches_formula]),
 }
 
 
@@ -55,6 +63,8 @@ def test_checks_reject_broken_se(mutant):
     for variant in SE.VARIANTS:
         broken = cls(12, reduction=3, variant=variant)
         breakage(broken)
+        with torch.no_grad():
+            broken(torch.randn(2, 12, 5, 7))          # the mutant runs: it fails the checks, not Python
         for check in checks:
             with pytest.raises(AssertionError):
                 check(broken)

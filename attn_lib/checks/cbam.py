@@ -47,8 +47,13 @@ def cbam_formula(f, W0, W1, k, b0=None, b1=None, bn=None, max_first=False):
 
 def _weights(module):
     cg, sg = module.channel_gate, module.spatial_gate
+    official = module.variant == "official"       # eqs. (2)-(3): no biases, no BatchNorm; the code has both
+    assert all((cg.mlp[i].bias is not None) == official for i in (0, 2)), (
+        f"CBAM variant={module.variant!r}: the MLP must have {'biases' if official else 'no biases'}")
+    assert isinstance(sg.bn, torch.nn.BatchNorm2d) == official, (
+        f"CBAM variant={module.variant!r}: {'a' if official else 'no'} BatchNorm after the spatial conv expected")
     bn = None
-    if isinstance(sg.bn, torch.nn.BatchNorm2d):
+    if official:
         bn = (sg.bn.running_mean[0], sg.bn.running_var[0], sg.bn.eps, sg.bn.weight[0], sg.bn.bias[0])
     return dict(W0=cg.mlp[0].weight, W1=cg.mlp[2].weight, b0=cg.mlp[0].bias, b1=cg.mlp[2].bias,
                 k=sg.conv.weight, bn=bn, max_first=module.variant == "official")

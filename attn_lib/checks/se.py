@@ -23,6 +23,9 @@ def se_formula(u, W1, W2, b1=None, b2=None):
 
 def _weights(module):
     first, second = module.excite[0], module.excite[2]
+    biased = module.variant == "official"                 # eq. (3) has no biases; the released models do
+    assert (first.bias is not None) == biased and (second.bias is not None) == biased, (
+        f"SE variant={module.variant!r} must have {'biases' if biased else 'no biases'} in W_1 and W_2")
     return dict(W1=first.weight[:, :, 0, 0], W2=second.weight[:, :, 0, 0], b1=first.bias, b2=second.bias)
 
 
