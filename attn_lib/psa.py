@@ -26,6 +26,9 @@ one. variant="official" computes exactly what that file computes:
   * PSA_s (psa_sequential): W_z is a bottleneck C/2 -> C/8 (bias) -> LayerNorm([C/8, 1, 1]) ->
     ReLU -> C (bias); in the spatial branch no softmax on the pooled query; the softmax is over
     the H*W positions of each of the C/2 channels of W_v X.
+    Caveats of that bottleneck (the official code's, kept): for C < 16 its width C/8 is 1, and a
+    LayerNorm over one value returns its bias, so the first 1x1 convolution has no effect (its
+    gradient is zero); we clamp the width to at least 1 where the official C // 8 would be 0.
 The parameter tensors are those of the official modules (names in OFFICIAL_NAMES), so official
 checkpoints load after renaming the keys.
 

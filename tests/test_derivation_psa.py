@@ -89,6 +89,11 @@ def flip_spatial_softmax(m):
     m.spatial_only.form = "official_p" if m.variant == "paper" else "paper"
 
 
+def bottleneck_without_relu(m):
+    """The official PSA_s bottleneck W_z without its ReLU (only the official variant has one)."""
+    m.channel_only.w_z[2] = nn.Identity()
+
+
 def quarter_width(m):
     """An SE-style bottleneck: the channel branch keeps C/4 instead of C/2 channels."""
     m.channel_only.w_v = nn.Conv2d(C, C // 4, 1, bias=False)
@@ -118,6 +123,8 @@ MUTANTS = {
                              FORMULA + [check_psa_attention_shapes, check_psa_softmax_axes, check_psa_internal_width]),
     "official-paper-softmax-swap": (PSAParallel, flip_spatial_softmax, BOTH, FORMULA + [check_psa_softmax_axes]),
     "quarter-width": (PSAParallel, quarter_width, ("paper",), FORMULA + [check_psa_internal_width]),
+    # at C = 16 the official bottleneck is C/8 = 2 wide: wide enough for its LayerNorm to matter
+    "official-bottleneck-without-relu": (PSASequential, bottleneck_without_relu, ("official",), FORMULA),
 }
 
 

@@ -12,7 +12,7 @@ from attn_lib.checks.triplet import (
     check_triplet_matches_formula,
     check_zpool_and_maps,
 )
-from attn_lib.triplet import Rotate90, TripletAttention
+from attn_lib.triplet import AttentionGate, Rotate90, TripletAttention
 
 CHECKS = [check_triplet_matches_formula, check_rotations, check_zpool_and_maps,
           check_output_is_average_of_gated_branches]
@@ -93,6 +93,26 @@ class SwappedGates(TripletAttention):
         return (y + self.hw(x) * x) / 3 if self.hw is not None else y / 2
 
 
+class NoSpatialByThree(TripletAttention):
+    """Broken no_spatial: drops the identity branch but still divides by 3."""
+
+    def forward(self, x):
+        return super().forward(x) * (2 / 3 if self.hw is None else 1)
+
+
+class NoSpatialKeepsGate(TripletAttention):
+    """Broken no_spatial: the identity branch is still added (with a gate built anyway)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.extra = AttentionGate(self.kernel_size, self.variant == "official")
+
+    def forward(self, x):
+        if self.hw is not None:
+            return super().forward(x)
+        return (2 * super().forward(x) + self.extra(x) * x) / 3
+
+
 ALL = ("paper", "official")
 MUTANTS = {
     # name: (class, breakage, variants it applies to, checks that must reject it)
@@ -107,6 +127,24 @@ MUTANTS = {
     "official-without-bn": (TripletAttention, drop_batchnorm, ("official",), [check_triplet_matches_formula]),
     "swapped-branch-gates": (SwappedGates, lambda m: None, ALL, [check_triplet_matches_formula]),
 }
+
+
+NO_SPATIAL_MUTANTS = {
+    "no-spatial-divides-by-3": (NoSpatialByThree,
+                                [check_triplet_matches_formula, check_output_is_average_of_gated_branches]),
+    "no-spatial-keeps-identity-branch": (NoSpatialKeepsGate,
+                                         [check_triplet_matches_formula, check_output_is_average_of_gated_branches]),
+}
+
+
+@pytest.mark.parametrize("mutant", list(NO_SPATIAL_MUTANTS), ids=str)
+@pytest.mark.parametrize("variant", TripletAttention.VARIANTS)
+def test_checks_reject_broken_no_spatial(mutant, variant):
+    cls, checks = NO_SPATIAL_MUTANTS[mutant]
+    broken = cls(6, kernel_size=5, variant=variant, no_spatial=True)
+    for check in checks:
+        with pytest.raises(AssertionError):
+            check(broken)
 
 
 @pytest.mark.parametrize("no_spatial", [False, True])
