@@ -59,6 +59,20 @@ def _check_variant(name: str, variant: str, variants: tuple) -> None:
         raise ValueError(f"{name}: variant must be one of {variants}, got {variant!r}")
 
 
+def _check_input(module: nn.Module, x: torch.Tensor, reason: str) -> None:
+    """TypeError for a non-tensor; ValueError for another rank, channel count or map size."""
+    name = type(module).__name__
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
+    height, width = module.spatial_size
+    if x.ndim != 4 or x.shape[1] != module.channels or tuple(x.shape[2:]) != module.spatial_size:
+        size_note = ""
+        if x.ndim == 4 and tuple(x.shape[2:]) != module.spatial_size:
+            size_note = f": it is built for spatial_size=({height}, {width}) only, {reason}"
+        raise ValueError(f"{name} expects input of shape (B, {module.channels}, {height}, {width}), "
+                         f"got {tuple(x.shape)}{size_note}")
+
+
 class RGASpatial(nn.Module):
     """RGA-S: a_i = sigma(W_2 delta(W_1 [g(delta(W^varphi x_i)); delta(W^psi [R(i,:); R(:,i)])]))."""
 
@@ -105,12 +119,8 @@ class RGASpatial(nn.Module):
         return self.attention_from(x, self.relations(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"RGASpatial expects a torch.Tensor, got {type(x).__name__}")
-        height, width = self.spatial_size
-        if x.ndim != 4 or x.shape[1] != self.channels or tuple(x.shape[2:]) != self.spatial_size:
-            raise ValueError(f"RGASpatial expects input of shape (B, {self.channels}, {height}, {width}), "
-                             f"got {tuple(x.shape)}")
+        n = self.spatial_size[0] * self.spatial_size[1]
+        _check_input(self, x, f"since W^psi takes the 2HW = {2 * n} relations of a position")
         return x * self.attention(x)                            # out_i = a_i x_i
 
     def extra_repr(self) -> str:
@@ -167,12 +177,8 @@ class RGAChannel(nn.Module):
         return self.attention_from(x, self.relations(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"RGAChannel expects a torch.Tensor, got {type(x).__name__}")
-        height, width = self.spatial_size
-        if x.ndim != 4 or x.shape[1] != self.channels or tuple(x.shape[2:]) != self.spatial_size:
-            raise ValueError(f"RGAChannel expects input of shape (B, {self.channels}, {height}, {width}), "
-                             f"got {tuple(x.shape)}")
+        n = self.spatial_size[0] * self.spatial_size[1]
+        _check_input(self, x, f"since W^Q, W^K and W^varphi take the HW = {n} values of a channel")
         return x * self.attention(x)                            # out_c = a_c x_c
 
     def extra_repr(self) -> str:

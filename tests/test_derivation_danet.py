@@ -10,6 +10,7 @@ from attn_lib.checks.danet import (
     check_danet_matches_formula,
     check_danet_rows_sum_to_one,
     check_danet_sdpa_matches_explicit,
+    check_danet_softmax_in_float32,
 )
 from attn_lib.danet import ChannelAttention, PositionAttention
 
@@ -19,6 +20,7 @@ CHECKS = [
     check_danet_rows_sum_to_one,
     check_danet_sdpa_matches_explicit,
     check_danet_channel_energy_sign,
+    check_danet_softmax_in_float32,
 ]
 
 REAL = {
@@ -62,6 +64,13 @@ class ScaledSdpaPAM(PositionAttention):
         return torch.nn.functional.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2)
 
 
+class HalfSoftmaxPAM(PositionAttention):
+    """Broken: softmax on the raw energies (float16 under float16 autocast); exact in float64."""
+
+    def attend(self, q, k):
+        return torch.softmax(torch.einsum("bdi,bdj->bij", q, k), dim=-1)
+
+
 # --- broken channel attention ---------------------------------------------------------------
 class NoMaxTrickCAM(ChannelAttention):
     """Broken: the official variant without max(E) - E (it becomes the paper's softmax(E))."""
@@ -78,6 +87,16 @@ class SoftmaxOverRowsCAM(ChannelAttention):
         if self.variant == "official":
             energy = energy.amax(dim=-2, keepdim=True) - energy
         return torch.softmax(energy, dim=-2)
+
+
+class HalfShiftCAM(ChannelAttention):
+    """Broken: the official max(E) - E formed in the energy's dtype (float16 under autocast), the
+    softmax then in float32; exact in float64."""
+
+    def attend(self, xf):
+        energy = torch.einsum("bcn,bdn->bcd", xf, xf)
+        shifted = energy.amax(dim=-1, keepdim=True) - energy
+        return torch.softmax(shifted.to(torch.promote_types(shifted.dtype, torch.float32)), dim=-1).to(energy.dtype)
 
 
 class NoResidualCAM(ChannelAttention):
@@ -101,7 +120,18 @@ MUTANTS = {
                                                        check_danet_channel_energy_sign]),
     "cam-official-softmax-over-rows": (SoftmaxOverRowsCAM, {"variant": "official"}, [check_danet_rows_sum_to_one]),
     "cam-no-residual": (NoResidualCAM, {}, [check_danet_matches_formula, check_danet_identity_at_zero_gamma]),
+    "pam-softmax-in-float16": (HalfSoftmaxPAM, {}, [check_danet_softmax_in_float32]),
+    "cam-official-shift-in-float16": (HalfShiftCAM, {"variant": "official"}, [check_danet_softmax_in_float32]),
 }
+
+
+@pytest.mark.parametrize("mutant", ["pam-softmax-in-float16", "cam-official-shift-in-float16"])
+def test_float16_mutants_pass_the_float64_checks(mutant):
+    """Only the autocast check can see these two bugs: every float64 check accepts them."""
+    cls, kwargs, _ = MUTANTS[mutant]
+    for check in CHECKS:
+        if check is not check_danet_softmax_in_float32:
+            check(cls(8, **kwargs))
 
 
 @pytest.mark.parametrize("case", list(REAL), ids=str)

@@ -6,15 +6,18 @@ from einops.layers.torch import Reduce
 from torch import nn
 
 from attn_lib.checks.rga import (
+    _prepared,
     check_rga_depends_on_own_relations,
     check_rga_is_a_gate,
     check_rga_matches_formula,
+    check_rga_matches_official_replay,
     check_rga_relation_vectors,
+    official_forward,
 )
 from attn_lib.rga import RGAChannel, RGASpatial
 
 CHECKS = [check_rga_matches_formula, check_rga_relation_vectors, check_rga_depends_on_own_relations,
-          check_rga_is_a_gate]
+          check_rga_is_a_gate, check_rga_matches_official_replay]
 CLASSES = [RGASpatial, RGAChannel]
 KWARGS = dict(spatial_size=(4, 5), cha_ratio=2, spa_ratio=4, down_ratio=2)
 
@@ -63,11 +66,13 @@ def no_relu_on_qk(m):
 
 MUTANTS = {
     "rows-only": (RowsOnly, None, [check_rga_matches_formula, check_rga_relation_vectors,
-                                   check_rga_depends_on_own_relations]),
-    "swapped-order": (SwappedOrder, None, [check_rga_matches_formula, check_rga_relation_vectors]),
-    "transposed-R": (TransposedR, None, [check_rga_matches_formula]),
-    "no-sigmoid": (None, no_sigmoid, [check_rga_matches_formula]),   # the official BN can keep logits in (0, 1)
-    "max-pool": (None, max_pool, [check_rga_matches_formula]),
+                                   check_rga_depends_on_own_relations, check_rga_matches_official_replay]),
+    "swapped-order": (SwappedOrder, None, [check_rga_matches_formula, check_rga_relation_vectors,
+                                           check_rga_matches_official_replay]),
+    "transposed-R": (TransposedR, None, [check_rga_matches_formula, check_rga_matches_official_replay]),
+    "no-sigmoid": (None, no_sigmoid, [check_rga_matches_formula,     # the official BN can keep logits in (0, 1)
+                                      check_rga_matches_official_replay]),
+    "max-pool": (None, max_pool, [check_rga_matches_formula, check_rga_matches_official_replay]),
     "no-relu-on-QK": (None, no_relu_on_qk, [check_rga_matches_formula, check_rga_relation_vectors]),
 }
 
@@ -92,7 +97,19 @@ def test_checks_reject_broken_rga(mutant, cls):
                 check(broken)
 
 
-def test_spatial_module_refuses_another_size():
-    m = RGASpatial(6, spatial_size=(4, 5))
-    with pytest.raises(ValueError, match=r"RGASpatial expects input of shape \(B, 6, 4, 5\), got \(1, 6, 5, 4\)"):
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_module_refuses_another_size(cls):
+    m = cls(6, spatial_size=(4, 5))
+    pattern = rf"{cls.__name__} expects input of shape \(B, 6, 4, 5\), got \(1, 6, 5, 4\): it is built for spatial_size=\(4, 5\) only"
+    with pytest.raises(ValueError, match=pattern):
         m(torch.randn(1, 6, 5, 4))
+
+
+def test_spatial_then_channel_is_the_official_module_with_both_switches_on():
+    s, _ = _prepared(RGASpatial(6, variant="official", **KWARGS), seed=7)
+    c, _ = _prepared(RGAChannel(6, variant="official", **KWARGS), seed=8)
+    x = torch.randn(2, 6, *KWARGS["spatial_size"], dtype=torch.float64)
+    with torch.no_grad():
+        replay = official_forward(x, spatial=s, channel=c)
+        torch.testing.assert_close(nn.Sequential(s, c)(x), replay, rtol=1e-10, atol=1e-12)
+        assert not torch.allclose(nn.Sequential(c, s)(x), replay), "the order must matter"

@@ -6,6 +6,7 @@
 import copy
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def position_formula(x, Wq, bq, Wk, bk, Wv, bv, alpha):
@@ -123,3 +124,36 @@ def check_danet_channel_energy_sign(module, size=(2, 4, 5), seed=4):
     with torch.no_grad():
         torch.testing.assert_close(m.attention_map(x), torch.softmax(sign * energy, dim=-1),
                                    rtol=1e-10, atol=1e-12)
+
+
+class _SoftmaxInputs(TorchDispatchMode):
+    """Records the dtype of the input of every softmax that PyTorch runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in ("_softmax", "_safe_softmax"):
+            self.dtypes.append(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+def check_danet_softmax_in_float32(module, size=(2, 5, 7), seed=5):
+    """Under float16 autocast every softmax runs on float32 energies and the output is finite. For
+    the channel module two channels are opposite, with energies +-40000: they fit float16, but
+    max(E) - E = 80000 does not, so the official shift must be formed in float32 too. The fused
+    SDPA kernel runs no separate softmax (it accumulates in float32 inside)."""
+    m, g = _prepared(module, seed)
+    m = m.float()
+    B, H, W = size
+    x = _input(m, g, size).float()
+    if not hasattr(m, "query"):
+        opposite = torch.full((H, W), 200.0 / (H * W) ** 0.5, device=x.device)   # |x_0|^2 = 40000
+        x[:, 0], x[:, 1] = opposite, -opposite
+    with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.float16), _SoftmaxInputs() as seen:
+        y = m(x)
+    if getattr(m, "implementation", "explicit") == "explicit":
+        assert seen.dtypes, "no softmax ran"
+    assert all(dt == torch.float32 for dt in seen.dtypes), f"softmax under float16 autocast ran in {seen.dtypes}"
+    assert bool(torch.isfinite(y).all()), "non-finite output under float16 autocast"

@@ -36,7 +36,8 @@ def _input(m, g, batch=2):
 
 
 def _is_spatial(m):
-    return m.embed_relation[0].in_channels == 2 * m.spatial_size[0] * m.spatial_size[1]
+    """RGA-S (nodes are positions) or RGA-C (nodes are channels, it has the `nodes` layer)."""
+    return not hasattr(m, "nodes")
 
 
 def _layer(seq, official):
@@ -158,5 +159,42 @@ def check_rga_is_a_gate(module, batch=2, seed=3):
     assert bool(((gain > 0) & (gain < 1)).all()), "RGA gains must lie in (0, 1)"
 
 
+def official_forward(x, spatial=None, channel=None):
+    """The official RGA_Module.forward, replayed with its reshapes and plain torch calls, on the
+    layers of our blocks (query, key, embed_feature, embed_relation, score play theta, phi, gx,
+    gg, W): use_spatial = spatial is not None, use_channel = channel is not None."""
+    b, c, h, w = x.shape
+    if spatial is not None:
+        theta = spatial.query(x).reshape(b, -1, h * w).permute(0, 2, 1)        # (b, HW, C/s1)
+        phi = spatial.key(x).reshape(b, -1, h * w)                              # (b, C/s1, HW)
+        gs = torch.matmul(theta, phi)                                           # Gs: (b, HW, HW)
+        gs_joint = torch.cat((gs.permute(0, 2, 1).reshape(b, h * w, h, w),     # Gs_in
+                              gs.reshape(b, h * w, h, w)), 1)                   # Gs_out
+        ys = torch.cat((torch.mean(spatial.embed_feature(x), dim=1, keepdim=True),
+                        spatial.embed_relation(gs_joint)), 1)
+        x = torch.sigmoid(spatial.score(ys).expand_as(x)) * x
+    if channel is not None:                                                     # on the gated x
+        xc = x.reshape(b, c, -1).permute(0, 2, 1).unsqueeze(-1)                 # (b, HW, C, 1)
+        theta = channel.query(xc).squeeze(-1).permute(0, 2, 1)                  # (b, C, HW/s1)
+        phi = channel.key(xc).squeeze(-1)                                       # (b, HW/s1, C)
+        gc = torch.matmul(theta, phi)                                           # Gc: (b, C, C)
+        gc_joint = torch.cat((gc.permute(0, 2, 1).unsqueeze(-1), gc.unsqueeze(-1)), 1)
+        yc = torch.cat((torch.mean(channel.embed_feature(xc), dim=1, keepdim=True),
+                        channel.embed_relation(gc_joint)), 1)
+        x = torch.sigmoid(channel.score(yc).transpose(1, 2)) * x
+    return x
+
+
+def check_rga_matches_official_replay(module, batch=2, seed=4):
+    """The module equals official_forward with only its own branch switched on. The layers are
+    shared, so this pins the official wiring: the reshapes, the order of the relation channels,
+    the pooled axis, the sigmoid (the layers themselves are pinned by check_rga_matches_formula)."""
+    m, g = _prepared(module, seed)
+    x = _input(m, g, batch)
+    with torch.no_grad():
+        expected = official_forward(x, spatial=m) if _is_spatial(m) else official_forward(x, channel=m)
+        torch.testing.assert_close(m(x), expected, rtol=1e-10, atol=1e-12)
+
+
 CHECKS = (check_rga_matches_formula, check_rga_relation_vectors,
-          check_rga_depends_on_own_relations, check_rga_is_a_gate)
+          check_rga_depends_on_own_relations, check_rga_is_a_gate, check_rga_matches_official_replay)
