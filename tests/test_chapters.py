@@ -1,0 +1,60 @@
+"""Rules every chapter source keeps, so that its notebook runs alone in a fresh Colab runtime,
+reproduces under nbval on any machine, and renders as a chapter of the book."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = sorted((ROOT / "book" / "src").glob("*.md"))
+IMPORTS_ATTN_LIB = re.compile(r"^\s*(from|import)\s+attn_lib\b", re.MULTILINE)
+TIMING = ("benchmark", "Timer", "perf_counter")
+
+
+def code_cells(path):
+    return [c for c in jupytext.read(path).cells if c.cell_type == "code"]
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_first_cell_sets_up_a_fresh_runtime(path):
+    first = code_cells(path)[0].source
+    assert 'find_spec("einops")' in first, "the first cell installs einops when it is missing"
+    assert "torch.manual_seed(0)" in first and "torch.cuda.is_available()" in first
+    assert "allow_tf32 = False" in first
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_no_code_cell_needs_attn_lib(path):
+    """attn_lib cannot be installed in a fresh Colab runtime: a chapter defines what it uses."""
+    offenders = [c.source.splitlines()[0] for c in code_cells(path) if IMPORTS_ATTN_LIB.search(c.source)]
+    assert not offenders, f"cells importing attn_lib: {offenders}"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_only_timing_cells_skip_output_comparison(path):
+    for cell in code_cells(path):
+        if "nbval-ignore-output" in cell.metadata.get("tags", []):
+            assert any(word in cell.source for word in TIMING), cell.source.splitlines()[0]
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_chapter_is_in_the_table_of_contents_and_cites_from_the_bib(path):
+    toc = (ROOT / "_toc.yml").read_text()
+    assert f"file: book/{path.stem}\n" in toc
+    text = path.read_text()
+    keys = set(re.findall(r"^@\w+\{([^,]+),", (ROOT / "book" / "references.bib").read_text(), re.MULTILINE))
+    cited = {k.strip() for group in re.findall(r"\{cite[pt]?\}`([^`]+)`", text) for k in group.split(",")}
+    assert cited, "a chapter cites its paper"
+    assert cited <= keys, f"keys missing from book/references.bib: {cited - keys}"
+    assert "```{bibliography}" in text
+
+
+def test_toc_parses_and_lists_every_chapter_once():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
+    assert sorted(files) == sorted(f"book/{p.stem}" for p in SOURCES)
