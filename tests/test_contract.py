@@ -4,6 +4,8 @@ module's VARIANTS: a new chapter's module is covered here with no new test code.
 from __future__ import annotations
 
 import copy
+import io
+import warnings
 
 import pytest
 import torch
@@ -102,6 +104,31 @@ def test_torch_compile_matches_eager(case, backend):
         eager = m(x)
         compiled = torch.compile(m, backend=backend, fullgraph=False)(x)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_torch_export_matches_eager(case):
+    m = make(case).eval()
+    x = torch.randn(B, C, H, W)
+    program = torch.export.export(m, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), m(x), rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_export_runs_in_onnxruntime(case):
+    """PITFALLS: adaptive pools to sizes that do not divide the map, max-with-indices and the like
+    break ONNX export. Export with the TorchScript-based exporter (opset 17) and run the graph."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    m = make(case).eval()
+    x = torch.randn(B, C, H, W)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                    # the exporter's deprecation notices
+        torch.onnx.export(m, (x,), buffer, dynamo=False, opset_version=17)
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y), m(x), rtol=1e-4, atol=1e-5)
 
 
 def test_bfloat16_autocast_is_finite_and_close(case):
