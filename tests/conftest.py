@@ -44,6 +44,12 @@ def variants_of(name: str) -> tuple[str, ...]:
 ALL_CASES = [(name, variant) for name in attn_lib.available() for variant in variants_of(name)]
 
 
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test draws its inputs from the same seed: a failure reproduces."""
+    torch.manual_seed(0)
+
+
 @pytest.fixture(params=ALL_CASES, ids=[f"{n}-{v}" for n, v in ALL_CASES])
 def case(request):
     return request.param

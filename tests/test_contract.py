@@ -15,6 +15,13 @@ from conftest import build, randomize_
 B, C, H, W = 2, 16, 7, 9          # odd and non-square on purpose
 
 
+def assert_close_to_scale(actual, expected, rtol):
+    """float32 results of two correct computations differ by rounding relative to the output's
+    largest entries, not to each entry: compare with an absolute tolerance at that scale."""
+    scale = expected.abs().max().clamp(min=1.0).item()
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
 def make(case, channels=C, height=H, width=W, seed=0):
     name, variant = case
     return randomize_(build(name, channels, height, width, variant=variant), seed=seed)
@@ -103,7 +110,7 @@ def test_torch_compile_matches_eager(case, backend):
     with torch.no_grad():
         eager = m(x)
         compiled = torch.compile(m, backend=backend, fullgraph=False)(x)
-    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    assert_close_to_scale(compiled, eager, rtol=1e-4)
 
 
 def test_torch_export_matches_eager(case):
@@ -111,7 +118,7 @@ def test_torch_export_matches_eager(case):
     x = torch.randn(B, C, H, W)
     program = torch.export.export(m, (x,))
     with torch.no_grad():
-        torch.testing.assert_close(program.module()(x), m(x), rtol=1e-5, atol=1e-6)
+        assert_close_to_scale(program.module()(x), m(x), rtol=1e-5)
 
 
 def test_onnx_export_runs_in_onnxruntime(case):
@@ -128,7 +135,7 @@ def test_onnx_export_runs_in_onnxruntime(case):
     session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
     (y,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
-        torch.testing.assert_close(torch.from_numpy(y), m(x), rtol=1e-4, atol=1e-5)
+        assert_close_to_scale(torch.from_numpy(y), m(x), rtol=1e-4)
 
 
 def test_bfloat16_autocast_is_finite_and_close(case):
