@@ -41,7 +41,6 @@ def test_output_shape(case):
 def test_other_sizes_work_or_are_refused_clearly(case, hw):
     """No module hard-codes H or W: other sizes work, or are refused with a ValueError that
     names the module and the shape received."""
-    name, _ = case
     m = make(case, height=hw[0], width=hw[1]).eval()
     x = torch.randn(B, C, *hw)
     try:
