@@ -13,6 +13,7 @@ help:
 	@echo "make book       build the HTML book into _build/html"
 	@echo "make export     write the #| export cells of book/src/*.md into attn_lib/"
 	@echo "make notebooks  re-execute every chapter source into book/*.ipynb (CH=se to do one)"
+	@echo "make test-notebooks  nbval on every chapter, with each chapter's time"
 	@echo "make test-gpu   nbval on every chapter with CUDA required"
 
 venv: $(STAMP)

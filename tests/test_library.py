@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -80,5 +81,7 @@ def test_exported_file_works_when_copied_alone(path, tmp_path):
 def test_docstring_states_formula_paper_and_shapes(path):
     doc = ast.get_docstring(ast.parse(path.read_text()))
     assert doc, f"{path.name} has no module docstring"
-    assert "Shape" in doc and "->" in doc, f"{path.name}: the docstring must state the input/output shapes"
-    assert any(ch.isdigit() for ch in doc) and "(" in doc, f"{path.name}: the docstring must cite the paper"
+    assert "Shape:" in doc and "->" in doc, f"{path.name}: the docstring must state the input/output shapes"
+    assert re.search(r"\b(19|20)\d\d\b", doc), f"{path.name}: the docstring must cite the paper (venue, year)"
+    assert "Args:" in doc, f"{path.name}: the docstring must document the arguments"
+    assert "fficial code" in doc, f"{path.name}: the docstring must name the official code consulted"
