@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
+from collections.abc import Mapping
 
+import torch
 from torch import nn
 
-__all__ = ["available", "create", "get_class"]
+__all__ = ["available", "create", "get_class", "load_official"]
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
 
@@ -64,6 +67,55 @@ def create(name: str, channels: int, **kwargs) -> nn.Module:
     if channels < 1:
         raise ValueError(f"attn_lib.create({name!r}): channels must be positive, got {channels}")
     return cls(channels, **kwargs)
+
+
+def _official_name(source, key: str) -> str:
+    """This module's key written with the official code's names (for error messages)."""
+    for official, ours in getattr(source, "_OFFICIAL_PREFIXES", ()):
+        if key.startswith(ours):
+            return official + key[len(ours):]
+    return key
+
+
+def load_official(name: str, state_dict: Mapping[str, torch.Tensor], channels: int, **kwargs) -> nn.Module:
+    """Build ``create(name, channels, variant="official", **kwargs)`` and load a state dict saved
+    from the official code into it.
+
+    The module file's ``convert_official_state_dict`` maps the official key names and layouts to
+    the module's; the load is strict. When keys are missing, left over or of another shape, a
+    ``ValueError`` lists them with the official code's names, so the message can be checked
+    against the official checkpoint.
+    """
+    if "variant" in kwargs:
+        raise TypeError("attn_lib.load_official builds variant='official'; do not pass variant")
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"attn_lib.load_official({name!r}): state_dict must be a mapping of names to "
+                        f"tensors, got {type(state_dict).__name__}")
+    module = create(name, channels, variant="official", **kwargs)
+    source = sys.modules[type(module).__module__]
+    convert = getattr(source, "convert_official_state_dict", None)
+    if convert is None:
+        raise ValueError(f"attn_lib.load_official({name!r}): {source.__name__} has no "
+                         "convert_official_state_dict")
+    converted = convert(dict(state_dict))
+    given = dict(zip(converted, state_dict)) if len(converted) == len(state_dict) else {}
+    ours = module.state_dict()
+    missing = [_official_name(source, k) for k in ours if k not in converted]
+    unexpected = [given.get(k, k) for k in converted if k not in ours]
+    wrong = [f"{given.get(k, k)}: got {tuple(v.shape)}, expected {tuple(ours[k].shape)}"
+             for k, v in converted.items() if k in ours and tuple(v.shape) != tuple(ours[k].shape)]
+    if missing or unexpected or wrong:
+        lines = [f"attn_lib.load_official({name!r}, channels={channels}): the state dict does not fit "
+                 f"{type(module).__name__}(variant='official') built with {kwargs or 'the defaults'}"]
+        if missing:
+            lines.append("missing keys (official names): " + ", ".join(missing))
+        if unexpected:
+            lines.append("unexpected keys: " + ", ".join(unexpected))
+        if wrong:
+            lines.append("keys of another shape: " + "; ".join(wrong))
+        raise ValueError("\n".join(lines))
+    module.load_state_dict(converted, strict=True)
+    return module
 
 
 _discover()

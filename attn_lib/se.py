@@ -8,37 +8,49 @@
     s = sigma(W_2 delta(W_1 z))         excitation, eq. (3)
     X~ = s * U                          scale, eq. (4), s broadcast over H x W
 
-Official code consulted: github.com/hujie-frank/SENet, models/SE-ResNet-50.prototxt (Caffe). Its
-1x1_down (W_1) and 1x1_up (W_2) layers keep Caffe's default bias, which eq. (3) does not have:
-variant="official" adds them.
+Official code consulted: github.com/hujie-frank/SENet at commit 0262d43,
+models/SE-ResNet-50.prototxt (Caffe). Its *_1x1_down (W_1) and *_1x1_up (W_2) convolutions keep
+Caffe's default bias, which eq. (3) does not have: variant="official" adds them. The authors
+released Caffe weights only; convert_official_state_dict maps the two layers of one block from
+the Caffe layer names or from the fc1/fc2 (or fc.0/fc.2) names of the common PyTorch ports, as
+nn.Linear (C_out, C_in) or 1x1-convolution (C_out, C_in, 1, 1) weights.
 
 Args:
     channels: C, channels of the input.
-    reduction: r, bottleneck ratio; the hidden width is max(1, C // r).
+    reduction: r, bottleneck ratio; the hidden width is max(min_width, C // r).
+    min_width: smallest hidden width (default 1: the paper's C / r, which the official models
+        use at every stage). At C <= 32 and r = 16 the default leaves one or two hidden units,
+        which a ReLU can silence for every input; min_width=8 (timm's rule) avoids that.
     variant: "paper" (no biases, as eq. (3)) or "official" (biases, as the released models).
 
-Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1.
+Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1; float16/bfloat16 inputs are computed in
+their own precision (a mean and two small products cannot overflow).
 """
 import torch
-from einops.layers.torch import Reduce
 from torch import nn
 
 
 class SE(nn.Module):
-    """Squeeze-and-Excitation: X~ = sigma(W_2 delta(W_1 GAP(U))) * U."""
+    """Squeeze-and-Excitation: X~ = sigma(W_2 delta(W_1 GAP(U))) * U.
+
+    Args:
+        channels: C, channels of the input.
+        reduction: r; hidden width max(min_width, C // r).
+        min_width: smallest hidden width (1: the paper's C / r).
+        variant: "paper" (no biases) or "official" (biases, as the Caffe release).
+    """
 
     VARIANTS = ("paper", "official")
 
-    def __init__(self, channels: int, *, reduction: int = 16, variant: str = "paper"):
+    def __init__(self, channels: int, *, reduction: int = 16, min_width: int = 1, variant: str = "paper"):
         super().__init__()
         if variant not in self.VARIANTS:
             raise ValueError(f"SE: variant must be one of {self.VARIANTS}, got {variant!r}")
-        if reduction < 1:
-            raise ValueError(f"SE: reduction must be >= 1, got {reduction}")
-        self.channels, self.reduction, self.variant = channels, reduction, variant
-        hidden = max(1, channels // reduction)
+        if reduction < 1 or min_width < 1:
+            raise ValueError(f"SE: reduction and min_width must be >= 1, got {reduction}, {min_width}")
+        self.channels, self.reduction, self.min_width, self.variant = channels, reduction, min_width, variant
+        hidden = max(min_width, channels // reduction)
         bias = variant == "official"
-        self.squeeze = Reduce("b c h w -> b c 1 1", "mean")            # z = GAP(U): (B, C, 1, 1)
         self.excite = nn.Sequential(
             nn.Conv2d(channels, hidden, 1, bias=bias),                   # W_1: C -> C/r
             nn.ReLU(inplace=True),                                       # delta
@@ -46,19 +58,104 @@ class SE(nn.Module):
             nn.Sigmoid(),                                                # sigma
         )
 
+    def squeeze(self, u: torch.Tensor) -> torch.Tensor:
+        """z = GAP(U), eq. (2): "b c h w -> b c 1 1" (a plain mean: an einops layer costs more per
+        call than the whole block on a small map)."""
+        return u.mean((2, 3), keepdim=True)
+
     def gate(self, u: torch.Tensor) -> torch.Tensor:
         """s = sigma(W_2 delta(W_1 z)), shape (B, C, 1, 1)."""
         return self.excite(self.squeeze(u))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        if not isinstance(u, torch.Tensor):
-            raise TypeError(f"SE expects a torch.Tensor, got {type(u).__name__}")
-        if u.ndim != 4 or u.shape[1] != self.channels:
-            raise ValueError(f"SE expects input of shape (B, {self.channels}, H, W), got {tuple(u.shape)}")
+        _check_input("SE", u, self.channels, self.excite[0].weight)
         return u * self.gate(u)                                          # X~ = s * U
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, reduction={self.reduction}, variant={self.variant!r}"
+        return (f"channels={self.channels}, reduction={self.reduction}, min_width={self.min_width}, "
+                f"variant={self.variant!r}")
+
+
+_OFFICIAL_PREFIXES = (
+    ("fc1.", "excite.0."), ("fc2.", "excite.2."),          # ai-med, Cadene: Linear or 1x1 conv
+    ("fc.0.", "excite.0."), ("fc.2.", "excite.2."),        # nn.Sequential ports (fc.0, fc.2)
+)
+
+
+def convert_official_state_dict(state_dict: dict) -> dict:
+    """Map one SE block's official weights to this module's keys (variant="official").
+
+    Accepts the Caffe layer names of the release (e.g. conv2_1_1x1_down.weight and
+    conv2_1_1x1_up.bias), the fc1/fc2 names of the common PyTorch ports and the fc.0/fc.2 names of
+    nn.Sequential ports; nn.Linear weights (C_out, C_in) become (C_out, C_in, 1, 1)."""
+    caffe = {}
+    for key, value in state_dict.items():
+        for layer, ours in (("1x1_down.", "excite.0."), ("1x1_up.", "excite.2.")):
+            at = key.find(layer)
+            if at > 0 and key[at - 1] == "_":                  # conv2_1_1x1_down.weight
+                key = key[: key.rfind(".", 0, at) + 1] + ours + key[at + len(layer):]
+        caffe[key] = value
+    converted = _rename_official(caffe, _OFFICIAL_PREFIXES)
+    return {k: v.reshape(*v.shape, 1, 1) if k.endswith("weight") and v.dim() == 2 else v
+            for k, v in converted.items()}
 
 
 REGISTRY = {"se": SE}
+
+
+# %% book/src/se.md, cell 13
+# The input checks every module runs first (one source: book/src/include/input_checks.py).
+# Plain torch and string operations, so that torch.jit.script, torch.jit.trace,
+# torch.compile(fullgraph=True), torch.export and ONNX export all keep working.
+from typing import List, Optional
+
+
+def _shape_str(shape: List[int]) -> str:
+    """A shape written as Python writes a tuple: (2, 16, 7, 9)."""
+    if len(shape) == 1:
+        return "(" + str(shape[0]) + ",)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _autocast_is_on(x: torch.Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def _check_input(module: str, x: torch.Tensor, channels: int,
+                 weight: Optional[torch.Tensor] = None) -> None:
+    """Refuse what `module` cannot compute, naming the module, what it expects and what it got:
+    a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a non-floating dtype, and
+    (outside autocast) an input whose dtype differs from the module's weights."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+        raise ValueError(module + " expects input of shape (B, " + str(channels)
+                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+    if not x.is_floating_point():
+        raise TypeError(module + " expects a floating-point tensor, got dtype " + str(x.dtype))
+    if weight is not None and x.dtype != weight.dtype and not _autocast_is_on(x):
+        raise TypeError(module + " has " + str(weight.dtype) + " weights but got a "
+                        + str(x.dtype) + " input: convert the module or the input")
+
+
+# %% book/src/se.md, cell 14
+# Renaming official checkpoint keys (one source: book/src/include/official_keys.py).
+def _rename_official(state_dict: dict, prefixes) -> dict:
+    """Rename the keys of an official state dict to this module's. `prefixes` holds (official,
+    ours) pairs of submodule paths ending in "."; the first pair that matches a key, at its start
+    or after a ".", renames it, so the keys of a whole network's checkpoint convert too (the part
+    before the module is kept). Keys no pair matches are kept; the order of the keys is kept."""
+    converted = {}
+    for key, value in state_dict.items():
+        for official, ours in prefixes:
+            if key.startswith(official):
+                key = ours + key[len(official):]
+                break
+            at = key.find("." + official)
+            if at >= 0:
+                key = key[: at + 1] + ours + key[at + 1 + len(official):]
+                break
+        converted[key] = value
+    return converted

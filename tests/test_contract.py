@@ -108,7 +108,7 @@ def test_torch_compile_matches_eager(case, backend):
     x = torch.randn(B, C, H, W)
     with torch.no_grad():
         eager = m(x)
-        compiled = torch.compile(m, backend=backend, fullgraph=False)(x)
+        compiled = torch.compile(m, backend=backend, fullgraph=True)(x)
     assert_close_to_scale(compiled, eager, rtol=1e-4)
 
 
@@ -180,3 +180,80 @@ def test_unknown_variant_is_refused(case):
     name, _ = case
     with pytest.raises(ValueError, match="variant"):
         build(name, C, H, W, variant="no-such-variant")
+
+
+def test_torchscript_script_and_trace_match_eager(case):
+    m = make(case).eval()
+    x = torch.randn(B, C, H, W)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                    # TorchScript's deprecation notices
+        scripted = torch.jit.script(m)
+        traced = torch.jit.trace(m, (x,), check_trace=False)
+    with torch.no_grad():
+        eager = m(x)
+        assert_close_to_scale(scripted(x), eager, rtol=1e-5)
+        assert_close_to_scale(traced(x), eager, rtol=1e-5)
+
+
+def test_every_name_accepts_the_official_variant():
+    """Where the official code computes the paper's formula, "official" builds the same module."""
+    import attn_lib
+
+    for name in attn_lib.available():
+        m = build(name, C, H, W, variant="official")
+        assert tuple(m(torch.randn(B, C, H, W)).shape)[:2] == (B, expected_channels(m, C))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_with_large_activations_tracks_float32(case, dtype):
+    """PITFALLS: float16 sums overflow silently (SimAM's variance, DANet's channel energy at large
+    maps). With activations of std 10 on a 32 x 32 map the half-precision module must stay finite
+    and close to float32 run on the same (rounded) input."""
+    m = make(case, height=32, width=32).eval()
+    x = (torch.randn(B, C, 32, 32) * 10).to(dtype)
+    with torch.no_grad():
+        reference = m(x.float())
+        low = copy.deepcopy(m).to(dtype)(x)
+    assert low.dtype == dtype
+    assert torch.isfinite(low).all(), "non-finite values in half precision"
+    scale = reference.abs().max().clamp(min=1.0)
+    tolerance = 0.02 if dtype == torch.float16 else 0.08
+    error = (low.float() - reference).abs().max()
+    assert error <= tolerance * scale, f"max error {error:.3g} against an output scale {scale:.3g}"
+
+
+def test_integer_input_is_a_type_error(case):
+    m = make(case).eval()
+    with pytest.raises(TypeError, match=type(m).__name__):
+        m(torch.randint(0, 5, (B, C, H, W)))
+
+
+def test_input_of_another_dtype_than_the_weights_is_a_type_error(case):
+    m = make(case).eval()
+    if not list(m.parameters()):
+        pytest.skip("no weights: any floating dtype is computed in its own precision")
+    with pytest.raises(TypeError, match=type(m).__name__):
+        copy.deepcopy(m).half()(torch.randn(B, C, H, W))
+    with pytest.raises(TypeError, match=type(m).__name__):
+        m(torch.randn(B, C, H, W).half())
+
+
+def test_empty_batch_is_refused_clearly(case):
+    m = make(case).eval()
+    x = torch.randn(0, C, H, W)
+    with pytest.raises(ValueError) as info:
+        m(x)
+    assert type(m).__name__ in str(info.value) and str(tuple(x.shape)) in str(info.value)
+
+
+def test_batch_of_one_in_train_works_or_is_refused_clearly(case):
+    """PITFALLS: BatchNorm after global pooling cannot train on one sample: refuse it with a
+    ValueError that names the module, not PyTorch's own error from inside."""
+    m = make(case).train()
+    x = torch.randn(1, C, H, W)
+    try:
+        y = m(x)
+    except ValueError as err:
+        assert type(m).__name__ in str(err) and str(tuple(x.shape)) in str(err), str(err)
+        return
+    assert y.shape[0] == 1 and torch.isfinite(y).all()

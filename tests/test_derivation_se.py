@@ -19,11 +19,11 @@ class SpatialGainSE(SE):
 
 
 def max_squeeze(m):
-    m.squeeze = Reduce("b c h w -> b c 1 1", "max")
+    m.squeeze = Reduce("b c h w -> b c 1 1", "max").forward        # an instance attribute hides the method
 
 
 def squeeze_over_width_only(m):
-    m.squeeze = Reduce("b c h w -> b c h 1", "mean")
+    m.squeeze = Reduce("b c h w -> b c h 1", "mean").forward
 
 
 def no_sigmoid(m):

@@ -21,6 +21,7 @@ def tools(tmp_path, monkeypatch):
     (tmp_path / "book" / "src").mkdir(parents=True)
     (tmp_path / "attn_lib" / "checks").mkdir(parents=True)
     shutil.copy(ROOT / "book" / "src" / "se.md", tmp_path / "book" / "src" / "se.md")
+    shutil.copytree(ROOT / "book" / "src" / "include", tmp_path / "book" / "src" / "include")
     shutil.copy(ROOT / "book" / "se.ipynb", tmp_path / "book" / "se.ipynb")
     monkeypatch.setattr(chapters, "ROOT", tmp_path)
     monkeypatch.setattr(chapters, "SOURCES", tmp_path / "book" / "src")

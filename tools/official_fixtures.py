@@ -1,0 +1,131 @@
+"""Record what the official code computes, as data the tests can check without it.
+
+    python tools/official_fixtures.py --harness PATH/official_harness.py [NAME ...]
+
+For each entry of FIXTURES below, the harness builds the official module straight from a git
+mirror of its repository at the commit it pins (nothing of that code is copied here). This script
+gives every parameter and BatchNorm statistic a seeded random value, runs the module in float64
+on a seeded input in eval and in train mode, and saves
+
+    tests/fixtures/official/<entry>.pt = {"source", "name", "kwargs", "channels", "state_dict",
+                                          "initial_state_dict", "input", "eval", "train"}
+
+`state_dict` is the official module's own state dict, with its key names, shapes and order;
+`initial_state_dict` is the one the official constructor gives after torch.manual_seed(0).
+tests/test_official.py loads it with attn_lib.load_official and asserts that the library's
+variant="official" reproduces both outputs. CI has no mirrors: it only reads the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "official"
+
+# entry: harness spec, its constructor keywords, the registry name and the keywords that build
+# the same module with attn_lib.load_official, the input (C, H, W), and how the official
+# module's output becomes the library module's output (most are the same).
+FIXTURES = {
+    "simam": dict(spec="simam", kwargs={}, name="simam", create={}, shape=(16, 7, 9)),
+    "strip_pooling": dict(spec="strip_pooling_spm", kwargs=dict(inplanes=32, outplanes=32),
+                          name="strip_pooling", create={}, shape=(32, 7, 9), wrap="gate"),
+    "mixed_pooling": dict(spec="strip_pooling_mpm", kwargs=dict(in_channels=16),
+                          name="mixed_pooling", create={}, shape=(16, 24, 24)),
+    "scconv": dict(spec="scconv", kwargs=dict(inplanes=32, planes=32), name="scconv", create={},
+                   shape=(32, 12, 12)),
+    "sc_bottleneck": dict(spec="scbottleneck", kwargs=dict(inplanes=64, planes=16),
+                          name="sc_bottleneck", create={}, shape=(64, 12, 12)),
+    "lka": dict(spec="lka", kwargs=dict(dim=16), name="lka", create={}, shape=(16, 9, 11)),
+    "van_attention": dict(spec="van_attention", kwargs=dict(d_model=16), name="van_attention",
+                          create={}, shape=(16, 9, 11)),
+    "cbam": dict(spec="cbam", kwargs=dict(gate_channels=32, reduction_ratio=16), name="cbam",
+                 create=dict(reduction=16), shape=(32, 7, 9)),
+    "bam": dict(spec="bam", kwargs=dict(gate_channel=32), name="bam", create={}, shape=(32, 8, 8)),
+    "scse": dict(spec="scse", kwargs=dict(num_channels=16, reduction_ratio=2), name="scse",
+                 create=dict(reduction=2), shape=(16, 7, 9)),
+    "psa_parallel": dict(spec="psa_p", kwargs=dict(inplanes=32, planes=32), name="psa_parallel",
+                         create={}, shape=(32, 7, 9)),
+    "psa_sequential": dict(spec="psa_s", kwargs=dict(inplanes=32, planes=32),
+                           name="psa_sequential", create={}, shape=(32, 7, 9)),
+    "triplet": dict(spec="triplet", kwargs=dict(no_spatial=False), name="triplet", create={},
+                    shape=(16, 7, 9)),
+    "triplet_models": dict(spec="triplet_v1", kwargs=dict(gate_channels=16), name="triplet",
+                           create={}, shape=(16, 7, 9)),
+    "gc": dict(spec="gc", kwargs=dict(inplanes=64, ratio=1.0 / 16), name="gc",
+               create=dict(reduction=16), shape=(64, 7, 9)),
+    "coord_attention": dict(spec="coordatt", kwargs=dict(inp=32, oup=32, reduction=32),
+                            name="coord_attention", create=dict(reduction=32), shape=(32, 7, 9)),
+    "danet_position": dict(spec="danet_pam", kwargs=dict(in_dim=32), name="danet_position",
+                           create={}, shape=(32, 7, 9)),
+    "danet_channel": dict(spec="danet_cam", kwargs=dict(in_dim=32), name="danet_channel",
+                          create={}, shape=(32, 7, 9)),
+    "rga_spatial": dict(spec="rga_s", kwargs=dict(in_channel=32, in_spatial=7 * 9),
+                        name="rga_spatial", create=dict(spatial_size=(7, 9)), shape=(32, 7, 9)),
+    "rga_channel": dict(spec="rga_c", kwargs=dict(in_channel=64, in_spatial=16 * 12),
+                        name="rga_channel", create=dict(spatial_size=(16, 12)), shape=(64, 16, 12)),
+    "se": dict(spec="se_bias", kwargs=dict(num_channels=32, reduction_ratio=8), name="se",
+               create=dict(reduction=8), shape=(32, 7, 9)),
+}
+
+
+def load_harness(path: str):
+    spec = importlib.util.spec_from_file_location("official_harness", path)
+    harness = importlib.util.module_from_spec(spec)
+    sys.modules["official_harness"] = harness
+    spec.loader.exec_module(harness)
+    return harness
+
+
+def record(harness, entry: str, info: dict) -> dict:
+    torch.manual_seed(0)
+    official = harness.load_official(info["spec"], **info["kwargs"]).double()
+    initial = {k: v.clone() for k, v in official.state_dict().items()}      # the official init
+    harness.randomize_(official, seed=0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, *info["shape"], generator=g, dtype=torch.float64)
+    wrap = info.get("wrap")
+    outputs = {}
+    for mode in ("eval", "train"):
+        m = copy.deepcopy(official).train(mode == "train")
+        with torch.no_grad():
+            y = m(x.clone())
+        outputs[mode] = x * y if wrap == "gate" else y
+    spec = harness.SPECS[info["spec"]]
+    files = list(spec.files.values())
+    return {
+        "source": f"{spec.repo}@{harness.REPOS[spec.repo]['commit']} {files[-1]}::{spec.cls}",
+        "official_kwargs": {k: v for k, v in info["kwargs"].items()},
+        "name": info["name"], "channels": info["shape"][0], "kwargs": info["create"],
+        "state_dict": {k: v.clone() for k, v in official.state_dict().items()},
+        "initial_state_dict": initial,
+        "input": x, "eval": outputs["eval"], "train": outputs["train"],
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--harness", default=os.environ.get("ATTN_OFFICIAL_HARNESS"),
+                        help="path of official_harness.py (or set ATTN_OFFICIAL_HARNESS)")
+    parser.add_argument("entries", nargs="*", help=f"default: all of {', '.join(FIXTURES)}")
+    args = parser.parse_args(argv)
+    if not args.harness:
+        parser.error("give --harness PATH or set ATTN_OFFICIAL_HARNESS")
+    harness = load_harness(args.harness)
+    OUT.mkdir(parents=True, exist_ok=True)
+    for entry in args.entries or FIXTURES:
+        data = record(harness, entry, FIXTURES[entry])
+        torch.save(data, OUT / f"{entry}.pt")
+        print(f"{entry}: {data['source']}, {len(data['state_dict'])} tensors")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
