@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 MATHJAX := book/_static/mathjax/tex-chtml.js
 
-.PHONY: help venv export notebooks check test test-gpu test-notebooks book clean
+.PHONY: help venv export notebooks check test test-gpu test-notebooks book bench clean
 
 help:
 	@echo "make test       everything CI runs: export/pairs in sync, unit tests, nbval on every chapter, book build"
@@ -15,6 +15,7 @@ help:
 	@echo "make notebooks  re-execute every chapter source into book/*.ipynb (CH=se to do one)"
 	@echo "make test-notebooks  nbval on every chapter, with each chapter's time"
 	@echo "make test-gpu   nbval on every chapter with CUDA required"
+	@echo "make bench      speed (ours / official code, ours / timm) and peak memory of every module"
 
 venv: $(STAMP)
 $(STAMP): requirements/lock.txt pyproject.toml
@@ -46,6 +47,11 @@ test: check
 test-gpu: $(STAMP)
 	$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu: no CUDA device is visible to torch')"
 	tools/nbval_each.sh $(PY) book/*.ipynb
+
+# Ratios against the official code need the official-code harness and its mirrors:
+# make bench HARNESS=path/to/official_harness.py (ATTN_MIRROR_ROOT says where the mirrors are).
+bench: $(STAMP)
+	$(PY) tools/bench.py $(if $(HARNESS),--harness $(HARNESS)) $(BENCH_ARGS)
 
 $(MATHJAX): $(STAMP)
 	rm -rf book/_static/mathjax

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import torch
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,3 +76,31 @@ def test_stream_chunks_are_merged_so_stored_outputs_do_not_depend_on_timing(tool
                out("stream", name="stderr", text="warning\n"), out("stream", name="stdout", text="c\n")]
     merged = tools.merge_streams(outputs)
     assert [(o["name"], o["text"]) for o in merged] == [("stdout", "a\nb\n"), ("stderr", "warning\n"), ("stdout", "c\n")]
+
+
+@pytest.fixture()
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_under_test", ROOT / "tools" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_peak_memory_counts_a_temporary_and_its_release(bench):
+    class TwoTemporaries(torch.nn.Module):
+        def forward(self, x):
+            a = x.repeat(1, 4, 1, 1)              # 4x the input, freed before b is made
+            del a
+            b = x * 2
+            return b
+
+    x = torch.randn(1, 64, 32, 32)                # 256 KiB
+    peak = bench.peak_memory(TwoTemporaries(), x)
+    assert peak == 4 * x.nbytes, peak           # the repeat alone; b comes after it is freed
+
+
+def test_bench_prints_a_row_per_name_without_the_official_code(bench, capsys):
+    assert bench.main(["se", "--sizes", "1x8x5x5", "--rounds", "1", "--min-run-time", "0.001",
+                       "--no-tiny", "--no-memory", "--harness", ""]) == 0
+    out = capsys.readouterr().out
+    assert "| se | 1x8x5x5 | official code not available |" in out
