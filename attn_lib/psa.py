@@ -16,186 +16,341 @@ W_q: C -> 1 in the channel branch, W_q, W_v: C -> C/2 in the spatial branch, W_z
 F_SM is a softmax: over the H*W positions in the channel branch, over the C/2 channels in the
 spatial branch; F_SG is the sigmoid; LN is a LayerNorm over the C channels of the (C, 1, 1) vector.
 
-Official code consulted: github.com/DeLightCMU/PSA, semantic-segmentation/network/PSA.py
-(classes PSA_p and PSA_s). It names the branches by what they pool, not by what they weight:
-its `spatial_pool` is the paper's channel-only branch and its `channel_pool` the spatial-only
-one. variant="official" computes exactly what that file computes:
+Computation order: the projections are linear, so the module applies them after the pooling
+where the formula allows it: (W_v X) p = W_v (X p) in the channel branch, GAP(W_q X) = W_q GAP(X)
+and F_SM(.)^T (W_v X) = (W_v^T F_SM(.))^T X in the spatial branch. No C -> C/2 projection is
+computed at every position (only the official PSA_s needs W_v X itself, for its softmax).
+
+Official code consulted: github.com/DeLightCMU/PSA at commit 20e307a,
+semantic-segmentation/network/PSA.py (classes PSA_p and PSA_s). It names the branches by what
+they pool, not by what they weight: its `spatial_pool` (conv_q_right, conv_v_right, conv_up) is
+the paper's channel-only branch and its `channel_pool` (conv_q_left, conv_v_left) the
+spatial-only one. variant="official" computes exactly what that file computes:
   * PSA_p (psa_parallel): no LayerNorm (W_z alone, then the sigmoid); in the spatial branch no
     softmax on the pooled query; the softmax is over the H*W positions of the product, before
     the sigmoid.
   * PSA_s (psa_sequential): W_z is a bottleneck C/2 -> C/8 (bias) -> LayerNorm([C/8, 1, 1]) ->
     ReLU -> C (bias); in the spatial branch no softmax on the pooled query; the softmax is over
-    the H*W positions of each of the C/2 channels of W_v X.
-    Caveats of that bottleneck (the official code's, kept): for C < 16 its width C/8 is 1, and a
-    LayerNorm over one value returns its bias, so the first 1x1 convolution has no effect (its
-    gradient is zero); we clamp the width to at least 1 where the official C // 8 would be 0.
-The parameter tensors are those of the official modules (names in OFFICIAL_NAMES), so official
-checkpoints load after renaming the keys.
+    the H*W positions of each of the C/2 channels of W_v X. The official bottleneck width
+    (C // 2) // 4 is 0 for C < 8 (the official module cannot be built) and 1 or 2 for C < 24,
+    where its LayerNorm is degenerate (over one value it returns its bias, over two it maps
+    to +-1): the width here is max(min_width, (C // 2) // 4), with a UserWarning at 1 or 2.
+    (The paper's LayerNorm over the C channels is degenerate in the same way for C <= 2, and
+    warns too.)
+  * Same parameter tensors, registered in the official order (conv_q_right, conv_v_right,
+    conv_up, conv_q_left, conv_v_left); convert_official_state_dict renames the keys.
+  * Initialisation as the official reset_parameters: kaiming_normal_(mode="fan_in",
+    nonlinearity="relu"), std sqrt(2 / C), for the four projections W_q, W_v of both branches;
+    W_z (conv_up) and its biases keep PyTorch's default, the LayerNorm 1 and 0.
+    variant="paper" keeps PyTorch's defaults everywhere (std 1 / sqrt(3 C) for the projections).
+  * The official (inplanes, planes) must be equal (x * mask does not broadcast otherwise), its
+    kernel_size is unused and a stride other than 1 fails; here C = inplanes = planes.
 
 Args:
     channels: C, channels of the input; the internal width is max(1, C // 2).
     variant: "paper" (the paper's equations) or "official" (the official PSA_p / PSA_s code).
+    min_width: (PSASequential only) smallest width of the official PSA_s bottleneck in W_z;
+        default 1 (the official (C // 2) // 4 wherever that is at least 1). The paper variant
+        has no bottleneck and ignores it.
 
-Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1.
+Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1. float16/bfloat16 inputs: the energies, the
+softmaxes and the H*W-long sums are computed in float32 (from the half input and weights), the
+gates are rounded back to the input dtype, and the output has the input's dtype. Under autocast
+the matrix products follow autocast; the softmaxes are still computed in float32.
 """
+import warnings
+
 import torch
-from einops.layers.torch import Rearrange, Reduce
 from torch import nn
 
 
-def _softmax(t: torch.Tensor, dim) -> torch.Tensor:
-    """Softmax over `dim` (an int or a tuple of axes), in at least float32 (safe under autocast)."""
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    wide = t.to(torch.promote_types(t.dtype, torch.float32))
-    e = torch.exp(wide - wide.amax(dim=dims, keepdim=True))
-    return (e / e.sum(dim=dims, keepdim=True)).to(t.dtype)
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """float16 and bfloat16 become float32 (energies, softmaxes, H*W-long sums); other dtypes stay."""
+    if t.dtype == torch.float16 or t.dtype == torch.bfloat16:
+        return t.float()
+    return t
 
 
-def _check_input(module: nn.Module, x) -> None:
-    name = type(module).__name__
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != module.channels:
-        raise ValueError(f"{name} expects input of shape (B, {module.channels}, H, W), got {tuple(x.shape)}")
+def _softmax(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """F_SM over `dim`, in at least float32."""
+    return torch.softmax(_wide(t), dim)
+
+
+def _weight_matrix(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution's weight (C_out, C_in, 1, 1) as a matrix (C_out, C_in), in like's dtype."""
+    return w.view(w.shape[0], w.shape[1]).to(like.dtype)
+
+
+def _project(w: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution at every position: (C_out, C_in, 1, 1) weight, X (B, C_in, N) -> (B, C_out, N).
+    One batched product (a broadcast torch.matmul would first copy X)."""
+    m = _weight_matrix(w, X)
+    return torch.bmm(m.unsqueeze(0).expand(X.shape[0], m.shape[0], m.shape[1]), X)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """sigma: "b c h w -> b c (h w)", widened to float32 for half inputs."""
+    return _wide(x).reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
 
 
 FORMS = ("paper", "official_p", "official_s")      # the paper; the official PSA_p; the official PSA_s
 
 
 class PSAChannel(nn.Module):
-    """Channel-only branch: Z^ch = A^ch(X) * X with A^ch of shape (B, C, 1, 1)."""
+    """Channel-only branch (the official `spatial_pool`): Z^ch = A^ch(X) * X, A^ch (B, C, 1, 1).
 
-    def __init__(self, channels: int, *, form: str = "paper"):
+    Args:
+        channels: C.
+        form: "paper", "official_p" (no LayerNorm) or "official_s" (bottleneck W_z).
+        min_width: smallest width of the "official_s" bottleneck.
+    """
+
+    def __init__(self, channels: int, *, form: str = "paper", min_width: int = 1):
         super().__init__()
         if form not in FORMS:
             raise ValueError(f"PSAChannel: form must be one of {FORMS}, got {form!r}")
         self.channels, self.form = channels, form
-        inner = max(1, channels // 2)                                       # C/2
-        self.w_v = nn.Conv2d(channels, inner, 1, bias=False)               # W_v: C -> C/2
-        self.w_q = nn.Conv2d(channels, 1, 1, bias=False)                   # W_q: C -> 1
+        inner = max(1, channels // 2)                                      # C/2
+        self.w_q = nn.Conv2d(channels, 1, 1, bias=False)                   # W_q: C -> 1 (conv_q_right)
+        self.w_v = nn.Conv2d(channels, inner, 1, bias=False)               # W_v: C -> C/2 (conv_v_right)
         if form == "paper":
             self.w_z = nn.Sequential(
                 nn.Conv2d(inner, channels, 1, bias=False),                 # W_z: C/2 -> C
                 nn.LayerNorm([channels, 1, 1]),                            # theta_1: LayerNorm over C
             )
         elif form == "official_p":
-            self.w_z = nn.Conv2d(inner, channels, 1, bias=False)          # conv_up: no LayerNorm
+            self.w_z = nn.Conv2d(inner, channels, 1, bias=False)           # conv_up: no LayerNorm
         else:
-            hidden = max(1, inner // 4)                                    # official ratio = 4
+            self.hidden = max(min_width, inner // 4)                       # official ratio = 4
             self.w_z = nn.Sequential(                                      # conv_up of PSA_s
-                nn.Conv2d(inner, hidden, 1),
-                nn.LayerNorm([hidden, 1, 1]),
-                nn.ReLU(),
-                nn.Conv2d(hidden, channels, 1),
+                nn.Conv2d(inner, self.hidden, 1),
+                nn.LayerNorm([self.hidden, 1, 1]),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(self.hidden, channels, 1),
             )
-        self.to_gate = Rearrange("b c -> b c 1 1")
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         """F_SM(sigma2(W_q X)): a softmax over the H*W positions, shape (B, 1, H, W)."""
-        return _softmax(self.w_q(x), (2, 3))
+        q = _project(self.w_q.weight, _flat(x))                            # energies W_q X: (B, 1, HW)
+        return _softmax(q, 2).view(x.shape[0], 1, x.shape[2], x.shape[3])
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """A^ch(X), shape (B, C, 1, 1)."""
-        v = self.w_v(x)                                                    # W_v X: (B, C/2, H, W)
-        z = torch.einsum("bchw,bhw->bc", v, self.weights(x)[:, 0])         # sigma1(.) x F_SM(.): (B, C/2)
-        return torch.sigmoid(self.w_z(self.to_gate(z)))                    # F_SG[LN(W_z .)]: (B, C, 1, 1)
+        X = _flat(x)                                                       # (B, C, HW)
+        p = self.weights(x).view(x.shape[0], -1, 1)                        # (B, HW, 1)
+        # sigma1(W_v X) x F_SM(.) = W_v (X p): average the input first, then project one vector
+        xp = torch.bmm(X, p).view(x.shape[0], x.shape[1])                  # X p: (B, C)
+        z = torch.mm(xp, _weight_matrix(self.w_v.weight, xp).t())          # W_v (X p): (B, C/2)
+        z = z.view(z.shape[0], z.shape[1], 1, 1).to(x.dtype)               # "b k -> b k 1 1"
+        return torch.sigmoid(self.w_z(z))                                  # F_SG[LN(W_z .)]: (B, C, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x)
-        return self.gate(x) * x                                            # Z^ch = A^ch (.)^ch X
+        _check_input("PSAChannel", x, self.channels, self.w_q.weight)
+        return x * self.gate(x)                                            # Z^ch = A^ch (.)^ch X
 
 
 class PSASpatial(nn.Module):
-    """Spatial-only branch: Z^sp = A^sp(X) * X with A^sp of shape (B, 1, H, W)."""
+    """Spatial-only branch (the official `channel_pool`): Z^sp = A^sp(X) * X, A^sp (B, 1, H, W).
+
+    Args:
+        channels: C.
+        form: "paper" (softmax over the C/2 pooled query channels), "official_p" (softmax over
+            the H*W logits) or "official_s" (softmax of W_v X over H*W, per channel).
+    """
 
     def __init__(self, channels: int, *, form: str = "paper"):
         super().__init__()
         if form not in FORMS:
             raise ValueError(f"PSASpatial: form must be one of {FORMS}, got {form!r}")
         self.channels, self.form = channels, form
-        inner = max(1, channels // 2)                                       # C/2
-        self.w_q = nn.Conv2d(channels, inner, 1, bias=False)               # W_q: C -> C/2
-        self.w_v = nn.Conv2d(channels, inner, 1, bias=False)               # W_v: C -> C/2
-        self.pool = Reduce("b c h w -> b c", "mean")                       # sigma1(F_GP(.)): (B, C/2)
-        self.to_map = Rearrange("b h w -> b 1 h w")                        # sigma3
+        inner = max(1, channels // 2)                                      # C/2
+        self.w_q = nn.Conv2d(channels, inner, 1, bias=False)               # W_q: C -> C/2 (conv_q_left)
+        self.w_v = nn.Conv2d(channels, inner, 1, bias=False)               # W_v: C -> C/2 (conv_v_left)
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """sigma1(F_GP(W_q X)) = W_q GAP(X), shape (B, C/2)."""
+        # GAP as a sum, divided after the projection: the backward of a sum is a broadcast view,
+        # the backward of a mean a full (B, C, H, W) tensor
+        total = _wide(x).sum((2, 3))                                       # "b c h w -> b c"
+        q = torch.mm(total, _weight_matrix(self.w_q.weight, total).t())    # W_q (sum of X): (B, C/2)
+        return q * (1.0 / (x.shape[2] * x.shape[3]))                       # / HW, on C/2 numbers
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         """The tensor the softmax produces. Paper: F_SM(sigma1(F_GP(W_q X))), over the C/2 channels,
         (B, C/2). official_p: the H*W logits, (B, 1, H, W). official_s: W_v X over H*W, (B, C/2, H, W)."""
         if self.form == "paper":
-            return _softmax(self.pool(self.w_q(x)), 1)                    # over the C/2 channels
+            return _softmax(self.query(x), 1)                              # over the C/2 channels
+        X = _flat(x)                                                       # (B, C, HW)
         if self.form == "official_p":
-            logits = torch.einsum("bc,bchw->bhw", self.pool(self.w_q(x)), self.w_v(x))
-            return _softmax(logits[:, None], (2, 3))                       # over the H*W positions
-        return _softmax(self.w_v(x), (2, 3))                               # over H*W, per channel
+            w = torch.mm(self.query(x), _weight_matrix(self.w_v.weight, X))  # W_v^T q: (B, C)
+            logits = torch.bmm(w.unsqueeze(1), X)                          # q^T W_v X: (B, 1, HW)
+            return _softmax(logits, 2).view(x.shape[0], 1, x.shape[2], x.shape[3])
+        v = _project(self.w_v.weight, X)                                   # W_v X: (B, C/2, HW)
+        return _softmax(v, 2).view(x.shape[0], v.shape[1], x.shape[2], x.shape[3])
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """A^sp(X), shape (B, 1, H, W)."""
         if self.form == "paper":
-            a = torch.einsum("bc,bchw->bhw", self.weights(x), self.w_v(x))  # F_SM(q) x sigma2(W_v X): (B, H, W)
+            X = _flat(x)
+            w = torch.mm(self.weights(x), _weight_matrix(self.w_v.weight, X))  # w(X) = W_v^T F_SM(.): (B, C)
+            a = torch.bmm(w.unsqueeze(1), X)                               # F_SM(.) x sigma2(W_v X): (B, 1, HW)
         elif self.form == "official_p":
-            a = self.weights(x)[:, 0]                                       # softmax(q x W_v X) over H*W
+            a = self.weights(x).view(x.shape[0], 1, -1)                    # softmax(q x W_v X) over H*W
         else:
-            a = torch.einsum("bc,bchw->bhw", self.pool(self.w_q(x)), self.weights(x))
-        return torch.sigmoid(self.to_map(a))                               # F_SG[sigma3(.)]: (B, 1, H, W)
+            s = self.weights(x)
+            a = torch.bmm(self.query(x).unsqueeze(1), s.view(s.shape[0], s.shape[1], -1))
+        a = torch.sigmoid(a).view(x.shape[0], 1, x.shape[2], x.shape[3])   # F_SG[sigma3(.)]
+        return a.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x)
-        return self.gate(x) * x                                            # Z^sp = A^sp (.)^sp X
+        _check_input("PSASpatial", x, self.channels, self.w_q.weight)
+        return x * self.gate(x)                                            # Z^sp = A^sp (.)^sp X
 
 
 class _PSA(nn.Module):
     VARIANTS = ("paper", "official")
-    OFFICIAL_FORM = "official_p"
-    OFFICIAL_NAMES: dict = {}
 
-    def __init__(self, channels: int, *, variant: str = "paper"):
+    def __init__(self, channels: int, variant: str, official_form: str, min_width: int = 1):
         super().__init__()
         name = type(self).__name__
         if variant not in self.VARIANTS:
             raise ValueError(f"{name}: variant must be one of {self.VARIANTS}, got {variant!r}")
+        if min_width < 1:
+            raise ValueError(f"{name}: min_width must be >= 1, got {min_width}")
         self.channels, self.variant = channels, variant
-        form = "paper" if variant == "paper" else self.OFFICIAL_FORM
-        self.channel_only = PSAChannel(channels, form=form)                # official `spatial_pool`
+        form = "paper" if variant == "paper" else official_form
+        self.channel_only = PSAChannel(channels, form=form, min_width=min_width)  # official `spatial_pool`
         self.spatial_only = PSASpatial(channels, form=form)                # official `channel_pool`
+        if variant == "official":
+            self.reset_parameters()
+        elif channels <= 2:
+            warnings.warn(f"{name}(variant='paper'): the LayerNorm theta_1 normalises C={channels} "
+                          f"value(s) and is degenerate (over one value it returns its bias, over two "
+                          f"it maps them to +-1)", UserWarning, stacklevel=3)
+
+    def reset_parameters(self) -> None:
+        """The official reset_parameters: Kaiming fan-in normal init of the four projections, in
+        the official order (conv_q_right, conv_v_right, conv_q_left, conv_v_left)."""
+        for conv in (self.channel_only.w_q, self.channel_only.w_v, self.spatial_only.w_q, self.spatial_only.w_v):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, variant={self.variant!r}"
 
 
-_SHARED_NAMES = {
-    "conv_q_right.weight": "channel_only.w_q.weight",
-    "conv_v_right.weight": "channel_only.w_v.weight",
-    "conv_q_left.weight": "spatial_only.w_q.weight",
-    "conv_v_left.weight": "spatial_only.w_v.weight",
-}
-
-
 class PSAParallel(_PSA):
-    """Polarized self-attention, parallel layout: PSA_p(X) = Z^ch(X) + Z^sp(X)."""
+    """Polarized self-attention, parallel layout: PSA_p(X) = Z^ch(X) + Z^sp(X).
+
+    Args:
+        channels: C, channels of the input (internal width C/2).
+        variant: "paper" or "official" (the official PSA_p: no LayerNorm, softmax over H*W
+            before the spatial sigmoid, Kaiming fan-in init of the projections).
+    """
 
     layout = "parallel"
-    OFFICIAL_FORM = "official_p"
-    OFFICIAL_NAMES = {**_SHARED_NAMES, "conv_up.weight": "channel_only.w_z.weight"}
+
+    def __init__(self, channels: int, *, variant: str = "paper"):
+        super().__init__(channels, variant, "official_p")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x)
+        _check_input("PSAParallel", x, self.channels, self.channel_only.w_q.weight)
         return self.channel_only(x) + self.spatial_only(x)                 # Z^ch(X) + Z^sp(X)
 
 
 class PSASequential(_PSA):
-    """Polarized self-attention, sequential layout: PSA_s(X) = Z^sp(Z^ch(X))."""
+    """Polarized self-attention, sequential layout: PSA_s(X) = Z^sp(Z^ch(X)).
+
+    Args:
+        channels: C, channels of the input (internal width C/2).
+        variant: "paper" or "official" (the official PSA_s: bottleneck W_z, softmax of W_v X over
+            H*W, Kaiming fan-in init of the projections).
+        min_width: smallest width of the official bottleneck, max(min_width, (C // 2) // 4).
+    """
 
     layout = "sequential"
-    OFFICIAL_FORM = "official_s"
-    OFFICIAL_NAMES = {
-        **_SHARED_NAMES,
-        **{f"conv_up.{i}.{p}": f"channel_only.w_z.{i}.{p}" for i in (0, 1, 3) for p in ("weight", "bias")},
-    }
+
+    def __init__(self, channels: int, *, variant: str = "paper", min_width: int = 1):
+        super().__init__(channels, variant, "official_s", min_width)
+        if variant == "official" and self.channel_only.hidden <= 2:
+            warnings.warn(f"PSASequential(variant='official'): the bottleneck of W_z is "
+                          f"{self.channel_only.hidden} wide at C={channels}, and a LayerNorm over "
+                          f"{self.channel_only.hidden} value(s) is degenerate; use C >= 24 or "
+                          f"min_width >= 3", UserWarning, stacklevel=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x)
+        _check_input("PSASequential", x, self.channels, self.channel_only.w_q.weight)
         return self.spatial_only(self.channel_only(x))                     # Z^sp(Z^ch(X))
 
 
+_OFFICIAL_PREFIXES = (                                                     # (official, ours): the official names swap the branches
+    ("conv_q_right.", "channel_only.w_q."), ("conv_v_right.", "channel_only.w_v."),
+    ("conv_up.", "channel_only.w_z."),
+    ("conv_q_left.", "spatial_only.w_q."), ("conv_v_left.", "spatial_only.w_v."),
+)
+
+
+def convert_official_state_dict(state_dict: dict) -> dict:
+    """Map a PSA_p or PSA_s state dict (official names, e.g. conv_up.3.bias) to this module's keys
+    (channel_only.w_z.3.bias); the layouts are the same, the order is kept."""
+    return _rename_official(state_dict, _OFFICIAL_PREFIXES)
+
+
 REGISTRY = {"psa_parallel": PSAParallel, "psa_sequential": PSASequential}
+
+
+# %% book/src/psa.md, cell 19
+# The input checks every module runs first (one source: book/src/include/input_checks.py).
+# Plain torch and string operations, so that torch.jit.script, torch.jit.trace,
+# torch.compile(fullgraph=True), torch.export and ONNX export all keep working.
+from typing import List, Optional
+
+
+def _shape_str(shape: List[int]) -> str:
+    """A shape written as Python writes a tuple: (2, 16, 7, 9)."""
+    if len(shape) == 1:
+        return "(" + str(shape[0]) + ",)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _autocast_is_on(x: torch.Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def _check_input(module: str, x: torch.Tensor, channels: int,
+                 weight: Optional[torch.Tensor] = None) -> None:
+    """Refuse what `module` cannot compute, naming the module, what it expects and what it got:
+    a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a non-floating dtype, and
+    (outside autocast) an input whose dtype differs from the module's weights."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+        raise ValueError(module + " expects input of shape (B, " + str(channels)
+                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+    if not x.is_floating_point():
+        raise TypeError(module + " expects a floating-point tensor, got dtype " + str(x.dtype))
+    if weight is not None and x.dtype != weight.dtype and not _autocast_is_on(x):
+        raise TypeError(module + " has " + str(weight.dtype) + " weights but got a "
+                        + str(x.dtype) + " input: convert the module or the input")
+
+
+# %% book/src/psa.md, cell 20
+# Renaming official checkpoint keys (one source: book/src/include/official_keys.py).
+def _rename_official(state_dict: dict, prefixes) -> dict:
+    """Rename the keys of an official state dict to this module's. `prefixes` holds (official,
+    ours) pairs of submodule paths ending in "."; the first pair that matches a key, at its start
+    or after a ".", renames it, so the keys of a whole network's checkpoint convert too (the part
+    before the module is kept). Keys no pair matches are kept; the order of the keys is kept."""
+    converted = {}
+    for key, value in state_dict.items():
+        for official, ours in prefixes:
+            if key.startswith(official):
+                key = ours + key[len(official):]
+                break
+            at = key.find("." + official)
+            if at >= 0:
+                key = key[: at + 1] + ours + key[at + 1 + len(official):]
+                break
+        converted[key] = value
+    return converted

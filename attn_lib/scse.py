@@ -9,35 +9,51 @@ arXiv:1803.02579; journal version IEEE TMI 2019, arXiv:1808.08127).
     U_sSE  = U * sigma(W_sq * U)                       spatial gain, one per position (1x1 conv)
     U_scSE = f(U_cSE, U_sSE),  f in {add, max, mul, concat}
 
-Official code consulted: github.com/ai-med/squeeze_and_excitation,
-squeeze_and_excitation/squeeze_and_excitation.py (ChannelSpatialSELayer). It aggregates with the
-element-wise max (the MICCAI paper adds) and gives W_1, W_2 (nn.Linear) and W_sq (1x1 Conv2d)
-biases (the equations have none): variant="official" does both, with the same parameter tensors
-in the same order, so its checkpoints load by position. Its hidden width C // r is 0 for C < r;
-both variants use max(1, C // r).
+Official code consulted: github.com/ai-med/squeeze_and_excitation at commit acdd26e,
+squeeze_and_excitation/squeeze_and_excitation.py (ChannelSpatialSELayer, with ChannelSELayer as
+cSE and SpatialSELayer as sSE). It aggregates with the element-wise max (the MICCAI paper adds;
+the journal version compares four aggregations) and gives W_1, W_2 (nn.Linear fc1, fc2) and W_sq
+(1x1 Conv2d conv) biases (the equations have none): variant="official" does both, with the same
+parameter tensors registered in the same order (cSE.fc1, cSE.fc2, sSE.conv) and PyTorch's default
+initialisation, as the official file; convert_official_state_dict renames the official keys.
+The official repository releases no weights.
 
 Args:
     channels: C, channels of the input.
-    reduction: r, the cSE bottleneck ratio; hidden width max(1, C // r). Default 2, the code's.
+    reduction: r, the cSE bottleneck ratio; hidden width max(min_width, C // r). Default 2, the
+        code's.
+    min_width: smallest hidden width, default 1 in both variants: the paper's C / r, and the
+        code's C // r wherever that is not 0 (for C < r the official fc1 is empty and its channel
+        gain a constant).
     aggregation: f, one of "add", "max", "mul", "concat"; None takes the variant's choice
         ("add" for "paper", "max" for "official"). "concat" returns 2C channels.
-    variant: "paper" (MICCAI equations) or "official" (the released code).
+    variant: "paper" (MICCAI equations, no biases) or "official" (the released code).
 
 Shape: (B, C, H, W) -> (B, C, H, W); (B, 2C, H, W) with aggregation="concat" (see out_channels).
+Any H, W >= 1. float16/bfloat16 inputs: the H*W-long sum of the squeeze is taken in float32,
+the rest (two small products and one C-long projection per position) in the input's precision;
+the output has the input's dtype.
 """
 import torch
-from einops.layers.torch import Rearrange, Reduce
 from torch import nn
 
 
 class SCSE(nn.Module):
-    """Concurrent spatial and channel SE: f(U * channel_gain(U), U * spatial_gain(U))."""
+    """Concurrent spatial and channel SE: f(U * channel_gain(U), U * spatial_gain(U)).
+
+    Args:
+        channels: C, channels of the input.
+        reduction: r; hidden width max(min_width, C // r).
+        min_width: smallest hidden width (1: the paper's C / r).
+        aggregation: f: "add", "max", "mul" or "concat"; None: "add" (paper), "max" (official).
+        variant: "paper" (no biases) or "official" (biases, max, as the released code).
+    """
 
     VARIANTS = ("paper", "official")
     AGGREGATIONS = ("add", "max", "mul", "concat")
 
-    def __init__(self, channels: int, *, reduction: int = 2, aggregation: str | None = None,
-                 variant: str = "paper"):
+    def __init__(self, channels: int, *, reduction: int = 2, min_width: int = 1,
+                 aggregation: str | None = None, variant: str = "paper"):
         super().__init__()
         if variant not in self.VARIANTS:
             raise ValueError(f"SCSE: variant must be one of {self.VARIANTS}, got {variant!r}")
@@ -45,43 +61,117 @@ class SCSE(nn.Module):
             aggregation = "add" if variant == "paper" else "max"
         if aggregation not in self.AGGREGATIONS:
             raise ValueError(f"SCSE: aggregation must be one of {self.AGGREGATIONS}, got {aggregation!r}")
-        if reduction < 1:
-            raise ValueError(f"SCSE: reduction must be >= 1, got {reduction}")
-        self.channels, self.reduction, self.aggregation, self.variant = channels, reduction, aggregation, variant
+        if reduction < 1 or min_width < 1:
+            raise ValueError(f"SCSE: reduction and min_width must be >= 1, got {reduction}, {min_width}")
+        self.channels, self.reduction, self.min_width = channels, reduction, min_width
+        self.aggregation, self.variant = aggregation, variant
         self.out_channels = 2 * channels if aggregation == "concat" else channels
         bias = variant == "official"
-        hidden = max(1, channels // reduction)
-        self.cse = nn.Sequential(
-            Reduce("b c h w -> b c", "mean"),           # GAP(U): (B, C)
-            nn.Linear(channels, hidden, bias=bias),     # W_1: (B, C/r)
-            nn.ReLU(),                                  # delta
-            nn.Linear(hidden, channels, bias=bias),     # W_2: (B, C)
-            nn.Sigmoid(),                               # channel gain
-            Rearrange("b c -> b c 1 1"),                # as a map: (B, C, 1, 1)
-        )
-        self.sse = nn.Sequential(
-            nn.Conv2d(channels, 1, 1, bias=bias),       # q = W_sq * U: (B, 1, H, W)
-            nn.Sigmoid(),                               # spatial gain: (B, 1, H, W)
-        )
+        hidden = max(min_width, channels // reduction)
+        self.w_1 = nn.Linear(channels, hidden, bias=bias)          # W_1: C -> C/r    (official cSE.fc1)
+        self.w_2 = nn.Linear(hidden, channels, bias=bias)          # W_2: C/r -> C    (official cSE.fc2)
+        self.w_sq = nn.Conv2d(channels, 1, 1, bias=bias)           # W_sq: C -> 1     (official sSE.conv)
+
+    def channel_gain(self, u: torch.Tensor) -> torch.Tensor:
+        """sigma(W_2 delta(W_1 GAP(U))), shape (B, C, 1, 1)."""
+        # GAP(U), "b c h w -> b c", as a sum divided afterwards: the backward of a sum is a
+        # broadcast view, that of a mean a full (B, C, H, W) tensor. Half inputs are summed in
+        # float32, where a sum cannot overflow as a float16 one can.
+        if u.dtype == torch.float16 or u.dtype == torch.bfloat16:
+            total = u.sum((2, 3), dtype=torch.float32)
+        else:
+            total = u.sum((2, 3))
+        z = (total * (1.0 / (u.shape[2] * u.shape[3]))).to(u.dtype)
+        s = torch.sigmoid(self.w_2(torch.relu(self.w_1(z))))       # (B, C)
+        return s.view(s.shape[0], s.shape[1], 1, 1)                # "b c -> b c 1 1"
+
+    def spatial_gain(self, u: torch.Tensor) -> torch.Tensor:
+        """sigma(W_sq * U), shape (B, 1, H, W)."""
+        return torch.sigmoid(self.w_sq(u))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        if not isinstance(u, torch.Tensor):
-            raise TypeError(f"SCSE expects a torch.Tensor, got {type(u).__name__}")
-        if u.ndim != 4 or u.shape[1] != self.channels:
-            raise ValueError(f"SCSE expects input of shape (B, {self.channels}, H, W), got {tuple(u.shape)}")
-        u_cse = u * self.cse(u)                          # recalibrated channels
-        u_sse = u * self.sse(u)                          # recalibrated positions
+        _check_input("SCSE", u, self.channels, self.w_sq.weight)
+        u_cse = u * self.channel_gain(u)                           # recalibrated channels
+        spatial = self.spatial_gain(u)
         if self.aggregation == "add":
-            return u_cse + u_sse
+            return torch.addcmul(u_cse, u, spatial)                # U_cSE + U * sigma(q), one pass
+        u_sse = u * spatial                                        # recalibrated positions
         if self.aggregation == "max":
             return torch.maximum(u_cse, u_sse)
         if self.aggregation == "mul":
             return u_cse * u_sse
-        return torch.cat([u_cse, u_sse], dim=1)         # (B, 2C, H, W)
+        return torch.cat([u_cse, u_sse], dim=1)                    # (B, 2C, H, W)
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, reduction={self.reduction}, "
+        return (f"channels={self.channels}, reduction={self.reduction}, min_width={self.min_width}, "
                 f"aggregation={self.aggregation!r}, variant={self.variant!r}")
 
 
+_OFFICIAL_PREFIXES = (("cSE.fc1.", "w_1."), ("cSE.fc2.", "w_2."), ("sSE.conv.", "w_sq."))
+
+
+def convert_official_state_dict(state_dict: dict) -> dict:
+    """Map a ChannelSpatialSELayer state dict (cSE.fc1.weight, ..., sSE.conv.bias) to this module's
+    keys (w_1.weight, ..., w_sq.bias); the layouts are the same, the order is kept."""
+    return _rename_official(state_dict, _OFFICIAL_PREFIXES)
+
+
 REGISTRY = {"scse": SCSE}
+
+
+# %% book/src/scse.md, cell 13
+# The input checks every module runs first (one source: book/src/include/input_checks.py).
+# Plain torch and string operations, so that torch.jit.script, torch.jit.trace,
+# torch.compile(fullgraph=True), torch.export and ONNX export all keep working.
+from typing import List, Optional
+
+
+def _shape_str(shape: List[int]) -> str:
+    """A shape written as Python writes a tuple: (2, 16, 7, 9)."""
+    if len(shape) == 1:
+        return "(" + str(shape[0]) + ",)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _autocast_is_on(x: torch.Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def _check_input(module: str, x: torch.Tensor, channels: int,
+                 weight: Optional[torch.Tensor] = None) -> None:
+    """Refuse what `module` cannot compute, naming the module, what it expects and what it got:
+    a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a non-floating dtype, and
+    (outside autocast) an input whose dtype differs from the module's weights."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+        raise ValueError(module + " expects input of shape (B, " + str(channels)
+                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+    if not x.is_floating_point():
+        raise TypeError(module + " expects a floating-point tensor, got dtype " + str(x.dtype))
+    if weight is not None and x.dtype != weight.dtype and not _autocast_is_on(x):
+        raise TypeError(module + " has " + str(weight.dtype) + " weights but got a "
+                        + str(x.dtype) + " input: convert the module or the input")
+
+
+# %% book/src/scse.md, cell 14
+# Renaming official checkpoint keys (one source: book/src/include/official_keys.py).
+def _rename_official(state_dict: dict, prefixes) -> dict:
+    """Rename the keys of an official state dict to this module's. `prefixes` holds (official,
+    ours) pairs of submodule paths ending in "."; the first pair that matches a key, at its start
+    or after a ".", renames it, so the keys of a whole network's checkpoint convert too (the part
+    before the module is kept). Keys no pair matches are kept; the order of the keys is kept."""
+    converted = {}
+    for key, value in state_dict.items():
+        for official, ours in prefixes:
+            if key.startswith(official):
+                key = ours + key[len(official):]
+                break
+            at = key.find("." + official)
+            if at >= 0:
+                key = key[: at + 1] + ours + key[at + 1 + len(official):]
+                break
+        converted[key] = value
+    return converted
