@@ -2,31 +2,36 @@
 
 
 # %% book/src/residual_attention.md, cell 18
-"""Residual Attention Network's attention module (Wang et al., CVPR 2017), arXiv:1704.06904.
+"""Residual Attention Network's attention module (Wang, Jiang, Qian, Yang, Li, Zhang, Wang, Tang,
+CVPR 2017), arXiv:1704.06904.
 
-    T = trunk(X)                                   t residual units, f(X) in the notes
+    T = trunk(X)                                   t residual units (f(X) in a common shorthand)
     M = f(Conv2_1x1(Conv1_1x1(h_up(h_down(X)))))   soft mask branch, same shape as T
-    H = (1 + M) * T                                attention residual learning, eq. (3); sf(X) + f(X)
+    H = (1 + M) * T                                attention residual learning, eq. (3)
 
 f is the paper's normalisation (Sec. 3.3): "mixed" f1 = sigmoid at every position and channel,
 "channel" f2 = L2 normalisation across channels at each position, "spatial" f3 = each channel
 standardised over space (mean, std), then a sigmoid. The bottom-up half h_down is `depth`
-levels of (3x3 max pool with stride 2, r residual units); the top-down half h_up is, per
-level, bilinear interpolation to the size of the matching bottom-up map, plus a skip path
-(one residual unit), then r residual units; the last interpolation returns to the input size.
-The module is the paper's whole attention module: p pre-processing units, the two branches,
-p post-processing units. Units are pre-activation bottlenecks (BN-ReLU-conv1x1, BN-ReLU-
-conv3x3, BN-ReLU-conv1x1, width C/4) as in Attention-56 (p=1, t=2, r=1).
+levels of (3x3 max pool with stride 2, r residual units; 2r at the bottom); the top-down half
+h_up is, per level, bilinear interpolation (aligned corners) to the size of the matching
+bottom-up map, plus a skip path (one residual unit on that map), then r residual units; the
+last interpolation returns to the input size. The module is the paper's whole attention
+module: p pre-processing units, the two branches, p post-processing units. Units are
+pre-activation bottlenecks (BN-ReLU-conv1x1, BN-ReLU-conv3x3, BN-ReLU-conv1x1, width C/4) as in
+Attention-56 (p=1, t=2, r=1).
 
-Official code consulted: github.com/fwang91/residual-attention-network (Caffe prototxt files,
-model/Attention-56-deploy.prototxt and model/Attention-92-deploy.prototxt). variant="official"
-reproduces two details: the mask ends in a TanH layer, not the paper's sigmoid (M in (-1, 1));
-the max pools have no padding (the paper does not say) and round their output size up (Caffe),
-so odd maps pool differently and maps of side 1 cannot be pooled; variant="paper" pads them by
-one. Both variants interpolate with aligned corners (DeepLab's Interp layer in the authors'
-Caffe fork) and put one residual unit on each skip path as the released networks do. The
-PyTorch port tengshaofeng/ResidualAttentionNetwork-pytorch adds extra terms to the mask
-branch; this module does not.
+Official code consulted: github.com/fwang91/residual-attention-network at commit bc207a8, Caffe
+deploy files imagenet_model/Attention-56-deploy.prototxt (modules AttentionA_1, AttentionB_1,
+AttentionC_1) and imagenet_model/Attention-92-deploy.prototxt; the BN and Interp layers of the
+authors' Caffe fork github.com/buptwangfei/caffe at d0f0f95 (src/caffe/layers/bn_layer.cpp,
+interp.cpp). The released mask ends in a Sigmoid layer, as the paper's (the first upload,
+commit a80220a, had TanH; commit df8f62c replaced it two days later). variant="official"
+reproduces the Caffe max pools: no padding and an output size rounded up,
+ceil((n - 3) / 2) + 1, so odd maps pool differently and a side of 1 cannot be pooled;
+variant="paper" pads them by one (the paper does not say). No weights were released;
+convert_official_state_dict maps the Caffe layer names of one attention module onto this
+module (see its docstring). The PyTorch port tengshaofeng/ResidualAttentionNetwork-pytorch adds
+extra terms to the mask branch; this module does not.
 
 Args:
     channels: C, channels of the input (and of every unit).
@@ -34,20 +39,28 @@ Args:
     p: residual units before and after the two branches.
     t: residual units in the trunk branch.
     r: residual units between adjacent pooling layers in the mask branch (2r at the bottom).
-    attention: "mixed" (f1), "channel" (f2) or "spatial" (f3); the official networks are mixed.
-    variant: "paper" (sigmoid, padded pools) or "official" (TanH, Caffe pools).
+    attention: "mixed" (f1), "channel" (f2) or "spatial" (f3); the released networks are mixed.
+    eps: epsilon of f3's standard deviation.
+    variant: "paper" (padded pools) or "official" (Caffe pools, mixed attention only).
 
-Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1 ("official": every pooled side >= 2
-before each pool).
+Shape: (B, C, H, W) -> (B, C, H, W). variant="paper": any H, W >= 1; variant="official": H, W
+>= 2 ** depth (every side >= 2 before each Caffe pool), else a ValueError. In train mode the
+coarsest level of the mask branch must hold more than one value per channel for BatchNorm
+(B * H_depth * W_depth >= 2), else a ValueError. float16/bfloat16 inputs are computed in their
+own precision, except the reductions of f2 and f3, which run in float32.
 """
+from typing import List
+
 import torch
 import torch.nn.functional as F
-from einops.layers.torch import Reduce
 from torch import nn
 
 
 class PreActBottleneck(nn.Module):
-    """x + conv3(relu(bn3(conv2(relu(bn2(conv1(relu(bn1(x))))))))), width C -> C/4 -> C/4 -> C."""
+    """x + conv3(relu(bn3(conv2(relu(bn2(conv1(relu(bn1(x))))))))), width C -> C/4 -> C/4 -> C.
+
+    In the Caffe files bn1 is the BN layer named after the unit's input blob (e.g. pre_res_1/bn),
+    bn2 and bn3 are conv1_1x1/bn and conv2_3x3/bn of the unit's branch1."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -60,9 +73,9 @@ class PreActBottleneck(nn.Module):
         self.conv3 = nn.Conv2d(hidden, channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(F.relu(self.bn1(x)))
-        out = self.conv2(F.relu(self.bn2(out)))
-        out = self.conv3(F.relu(self.bn3(out)))
+        out = self.conv1(F.relu(self.bn1(x), inplace=True))             # BN outputs are fresh:
+        out = self.conv2(F.relu(self.bn2(out), inplace=True))           # ReLU in place is safe
+        out = self.conv3(F.relu(self.bn3(out), inplace=True))
         return x + out
 
 
@@ -70,8 +83,29 @@ def _stack(channels: int, n: int) -> nn.Sequential:
     return nn.Sequential(*[PreActBottleneck(channels) for _ in range(n)])
 
 
+class TopDownLevel(nn.Module):
+    """One level of h_up: skip = u_skip(d_k), then r units on up(v_{k+1}) + skip."""
+
+    def __init__(self, channels: int, r: int):
+        super().__init__()
+        self.skip = PreActBottleneck(channels)                          # Caffe: mask/skip/res{k}
+        self.units = _stack(channels, r)                                # Caffe: mask/up_sample/res{k}_*
+
+
 class ResidualAttention(nn.Module):
-    """Residual Attention module: H = (1 + M(X)) * T(X), M from a bottom-up top-down mask branch."""
+    """Residual Attention module: H = (1 + M(X)) * T(X), M from a bottom-up top-down mask branch.
+
+    Args:
+        channels: C, channels of the input.
+        depth: max-pool levels of the mask branch (3, 2, 1 in Attention-56's stages).
+        p: residual units before and after the two branches (Attention-56: 1).
+        t: residual units in the trunk (Attention-56: 2).
+        r: residual units between pools (Attention-56: 1; 2r at the bottom).
+        attention: "mixed" (f1, sigmoid), "channel" (f2) or "spatial" (f3).
+        eps: epsilon of f3's standard deviation.
+        variant: "paper" (pools padded by one) or "official" (Caffe pools: no padding, size
+            rounded up; mixed attention only).
+    """
 
     VARIANTS = ("paper", "official")
     ATTENTIONS = ("mixed", "channel", "spatial")
@@ -89,79 +123,241 @@ class ResidualAttention(nn.Module):
             raise ValueError(f"ResidualAttention: need depth >= 1, p >= 0, t >= 1, r >= 1, got {depth}, {p}, {t}, {r}")
         self.channels, self.depth, self.p, self.t, self.r = channels, depth, p, t, r
         self.attention, self.eps, self.variant = attention, eps, variant
+        self.caffe_pools = variant == "official"
+        # registered in the order of the Caffe layers: pre, trunk, bottom-up, top-down, head, post
         self.pre = _stack(channels, p)                                   # p units, shared by both branches
         self.trunk = _stack(channels, t)                                 # T(X): t units
-        if variant == "paper":
-            self.pool = nn.MaxPool2d(3, stride=2, padding=1)             # side n -> ceil(n / 2)
-        else:
+        if self.caffe_pools:
             self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)        # Caffe: ceil((n - 3) / 2) + 1
-        # bottom-up: r units after each pool, 2r at the bottom
+        else:
+            self.pool = nn.MaxPool2d(3, stride=2, padding=1)             # side n -> ceil(n / 2)
+        # bottom-up: level k (0-based) is pool, then r units (2r at the bottom)
         self.down = nn.ModuleList(_stack(channels, 2 * r if k == depth - 1 else r) for k in range(depth))
-        self.skip = nn.ModuleList(PreActBottleneck(channels) for _ in range(depth - 1))
-        self.up = nn.ModuleList(_stack(channels, r) for _ in range(depth - 1))
+        # top-down: up["k"] merges with the map of down[k]; deepest first, as the Caffe layers come
+        self.up = nn.ModuleDict({str(k): TopDownLevel(channels, r) for k in reversed(range(depth - 1))})
         self.head = nn.Sequential(                                       # Conv2_1x1(Conv1_1x1(.)), pre-activated
-            nn.BatchNorm2d(channels), nn.ReLU(),
+            nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, 1, bias=False),
-            nn.BatchNorm2d(channels), nn.ReLU(),
+            nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, 1, bias=False),
         )
-        self.space_mean = Reduce("b c h w -> b c 1 1", "mean")          # f3: mean_c over positions
         self.post = _stack(channels, p)
 
-    def _check_poolable(self, x: torch.Tensor) -> None:
-        h, w = x.shape[-2:]
+    def _pooled_side(self, n: int) -> int:
+        if self.caffe_pools:
+            return (n - 2) // 2 + 1                                      # ceil((n - 3) / 2) + 1 for n >= 2
+        return (n - 1) // 2 + 1                                          # ceil(n / 2)
+
+    def _check_size(self, x: torch.Tensor) -> None:
+        """Refuse maps the Caffe pools cannot reduce (official) and, in train mode, a coarsest
+        level with one value per channel (BatchNorm cannot normalise it)."""
+        h, w = x.shape[2], x.shape[3]
         for _ in range(self.depth):
-            if h < 2 or w < 2:
+            if self.caffe_pools and (h < 2 or w < 2):
                 raise ValueError(
-                    f"ResidualAttention expects input of shape (B, {self.channels}, H, W) with sides that "
-                    f"its {self.depth} Caffe max pools can reduce (variant='official'), got {tuple(x.shape)}")
-            h, w = -(-(h - 3) // 2) + 1, -(-(w - 3) // 2) + 1
+                    "ResidualAttention (variant='official') expects input of shape (B, " + str(self.channels)
+                    + ", H, W) with H, W >= " + str(1 << self.depth) + ": its " + str(self.depth)
+                    + " Caffe max pools (no padding) cannot reduce a side of 1, got " + _shape_str(x.shape))
+            h, w = self._pooled_side(h), self._pooled_side(w)
+        if self.training and x.shape[0] * h * w < 2:
+            raise ValueError(
+                "ResidualAttention in train mode needs more than one value per channel at the coarsest level "
+                "of its mask branch (B * H_k * W_k >= 2 for BatchNorm), got " + _shape_str(x.shape)
+                + ", whose level " + str(self.depth) + " is " + str(h) + " x " + str(w))
 
     def mask_logits(self, x0: torch.Tensor) -> torch.Tensor:
         """Conv2_1x1(Conv1_1x1(h_up(h_down(x0)))), shape of x0."""
-        h, skips = x0, []
-        for k in range(self.depth):                                     # bottom-up
-            h = self.down[k](self.pool(h))                              # level k+1: about (H, W) / 2^(k+1)
-            if k < self.depth - 1:
-                skips.append(self.skip[k](h))
-        for k in reversed(range(self.depth - 1)):                       # top-down
-            s = skips[k]
-            h = F.interpolate(h, size=s.shape[-2:], mode="bilinear", align_corners=True) + s
-            h = self.up[k](h)
-        h = F.interpolate(h, size=x0.shape[-2:], mode="bilinear", align_corners=True)  # back to (H, W)
-        return self.head(h)
+        h = x0
+        downs: List[torch.Tensor] = []
+        for level in self.down:                                          # bottom-up: d_1 ... d_depth
+            h = level(self.pool(h))
+            downs.append(h)
+        for k, level in self.up.items():                                 # top-down, deepest first
+            d = downs[int(k)]                                            # d_k: the skip's input
+            up = F.interpolate(h, size=(d.shape[2], d.shape[3]), mode="bilinear", align_corners=True)
+            h = level.units(up + level.skip(d))                          # v_k = u(up(v_{k+1}) + u_skip(d_k))
+        h = F.interpolate(h, size=(x0.shape[2], x0.shape[3]), mode="bilinear", align_corners=True)
+        return self.head(h)                                              # e: (B, C, H, W)
 
     def normalise(self, e: torch.Tensor) -> torch.Tensor:
         """f: the mask M from its logits e, shape (B, C, H, W)."""
-        if self.variant == "official":
-            return torch.tanh(e)                                        # released networks: TanH
         if self.attention == "mixed":
-            return torch.sigmoid(e)                                     # f1
+            return torch.sigmoid(e)                                      # f1, both variants
+        low = e.dtype == torch.float16 or e.dtype == torch.bfloat16
+        e32 = e.float() if low else e                                    # sums of squares in float32
         if self.attention == "channel":
-            return F.normalize(e, p=2.0, dim=1, eps=1e-12)              # f2: e / ||e_i|| over channels
-        mean = self.space_mean(e)                                       # f3: mean_c, std_c over positions
-        std = (self.space_mean((e - mean).square()) + self.eps).sqrt()
-        return torch.sigmoid((e - mean) / std)
+            m = F.normalize(e32, p=2.0, dim=1, eps=1e-12)                # f2: e / ||e_i|| over channels
+        else:
+            mean = e32.mean((2, 3), keepdim=True)                        # f3: "b c h w -> b c 1 1"
+            std = ((e32 - mean).square().mean((2, 3), keepdim=True) + self.eps).sqrt()
+            m = torch.sigmoid((e32 - mean) / std)
+        return m.to(e.dtype)
 
     def mask(self, x0: torch.Tensor) -> torch.Tensor:
         """M(x0) = f(mask_logits(x0))."""
         return self.normalise(self.mask_logits(x0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"ResidualAttention expects a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"ResidualAttention expects input of shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
-        if self.variant == "official":
-            self._check_poolable(x)
-        x0 = self.pre(x)                                                # p pre-processing units
-        trunk = self.trunk(x0)                                          # T
-        m = self.mask(x0)                                               # M, same shape as T
-        return self.post((1 + m) * trunk)                               # H = (1 + M) * T, then p units
+        _check_input("ResidualAttention", x, self.channels, self.head[2].weight)
+        self._check_size(x)
+        x0 = self.pre(x)                                                 # p pre-processing units
+        trunk = self.trunk(x0)                                           # T
+        m = self.mask(x0)                                                # M, same shape as T
+        return self.post(torch.addcmul(trunk, m, trunk))                 # H = (1 + M) * T = T + M T, then p units
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, depth={self.depth}, p={self.p}, t={self.t}, r={self.r}, "
                 f"attention={self.attention!r}, variant={self.variant!r}")
 
 
+def _caffe_layers(module: str, input_bn: str, depth: int, t: int, r: int) -> list:
+    """(Caffe layer name, our submodule path) for every layer with blobs of one released attention
+    module, in the order of the Caffe layers. A unit's bn1 is the BN layer named after its input
+    blob; levels are numbered from 1 in Caffe (pool1, res1_1, skip/res1) and from 0 here."""
+    units = [(module + "/trunk/res1", input_bn, "pre.0")]                # p = 1: trunk/res1 feeds both branches
+    for i in range(t):
+        units.append((f"{module}/trunk/res{i + 2}", f"{module}/trunk/res{i + 1}/bn", f"trunk.{i}"))
+    down, last = module + "/mask/down_sample", {}
+    for k in range(1, depth + 1):                                        # bottom-up
+        before = f"{down}/pool{k}_3x3_s2/bn"
+        for j in range(1, (2 * r if k == depth else r) + 1):
+            units.append((f"{down}/res{k}_{j}", before, f"down.{k - 1}.{j - 1}"))
+            before = f"{down}/res{k}_{j}/bn"
+        last[k] = before
+    for k in range(depth - 1, 0, -1):                                    # top-down, deepest first
+        units.append((f"{module}/mask/skip/res{k}", last[k], f"up.{k - 1}.skip"))
+        before = f"{module}/mask/up_sample{k}/bn"
+        for j in range(1, r + 1):
+            units.append((f"{module}/mask/up_sample/res{k}_{j}", before, f"up.{k - 1}.units.{j - 1}"))
+            before = f"{module}/mask/up_sample/res{k}_{j}/bn"
+    units.append((module, module + "/fusion/bn", "post.0"))              # p = 1: after the fusion
+    layers = []
+    for branch, bn1, ours in units:
+        if ours == "post.0":
+            layers += [(module + "/mask/up_sample/interp_1/bn", "head.0"), (module + "/mask/linear_1", "head.2"),
+                       (module + "/mask/linear_1/bn", "head.3"), (module + "/mask/linear_2", "head.5")]
+        layers += [(bn1, ours + ".bn1"), (branch + "/branch1/conv1_1x1", ours + ".conv1"),
+                   (branch + "/branch1/conv1_1x1/bn", ours + ".bn2"), (branch + "/branch1/conv2_3x3", ours + ".conv2"),
+                   (branch + "/branch1/conv2_3x3/bn", ours + ".bn3"), (branch + "/branch1/conv3_1x1", ours + ".conv3")]
+    return layers
+
+
+# The official names in load_official's messages, relative to the module: its own name (e.g.
+# AttentionB_1) and its input BN (e.g. pre_res_2/bn) depend on where it sits in the network.
+_OFFICIAL_PREFIXES = tuple(
+    pair
+    for caffe, ours in dict(layer for depth in (1, 2, 3, 4)
+                            for layer in _caffe_layers("<module>", "<input>/bn", depth, 2, 1)).items()
+    for pair in (((caffe.replace("<module>/", "") + ".running_inv_std", ours + ".running_var"),)
+                 if caffe.endswith("/bn") else ()) + ((caffe.replace("<module>/", "") + ".", ours + "."),)
+)
+
+
+def convert_official_state_dict(state_dict: dict, eps: float = 1e-5) -> dict:
+    """Map the Caffe layers of ONE released attention module to this module's keys.
+
+    Accepted layout, the blobs of each Caffe layer named as a Caffe -> PyTorch dump names them:
+      * Convolution layer L (bias_term: false in every layer of these modules): "L.weight",
+        Caffe's blob 0, shape (C_out, C_in, k, k) as in PyTorch;
+      * BN layer L of the authors' fork (src/caffe/layers/bn_layer.cpp: 4 blobs of C values, shape
+        (1, C), (1, C, 1, 1) or (C,)): "L.weight" (blob 0, the slope), "L.bias" (blob 1),
+        "L.running_mean" (blob 2) and "L.running_inv_std" (blob 3, which the layer multiplies by:
+        a moving average of 1 / sqrt(var + eps)); it becomes running_var = 1 / inv_std**2 - eps.
+        A BN layer given with "running_var" is refused: the fork has no variance blob.
+    The layers are those of one module M of imagenet_model/Attention-{56,92}-deploy.prototxt (M =
+    AttentionA_1, AttentionB_2, ...): every layer named M/... except M/bn (the next module's input
+    BN), plus the one BN layer before it that normalises the module's input (pre_res_2/bn for
+    AttentionB_1 of Attention-56, AttentionB_1/bn for AttentionB_2 of Attention-92). depth, t and r
+    are read from the names (the released modules have p = 1, t = 2, r = 1). The keys keep their
+    order, Caffe's layer order, which is this module's state_dict order; num_batches_tracked is
+    added after each running_var. Keys that match no layer are kept, so that load_official
+    reports them."""
+    layers = list(dict.fromkeys(key.rsplit(".", 1)[0] for key in state_dict))
+    modules = sorted({n.split("/trunk/res")[0] for n in layers if "/trunk/res" in n})
+    if len(modules) != 1:
+        raise ValueError("residual_attention.convert_official_state_dict expects the Caffe layers of one attention "
+                         f"module (names such as AttentionB_1/trunk/res1/branch1/conv1_1x1), found modules {modules}")
+    module = modules[0]
+    inputs = [n for n in layers if n.endswith("/bn") and not n.startswith(module + "/")]
+    input_bn = inputs[0] if len(inputs) == 1 else "<input>/bn"
+    depth = sum(1 for n in layers if n.startswith(module + "/mask/down_sample/pool") and n.endswith("/bn"))
+    depth = max(depth, 1)
+    t = max(1, sum(1 for n in layers if n.startswith(module + "/trunk/res") and n.endswith("/conv1_1x1")) - 1)
+    bottom = sum(1 for n in layers if n.startswith(f"{module}/mask/down_sample/res{depth}_") and n.endswith("/conv1_1x1"))
+    table = _caffe_layers(module, input_bn, depth, t, max(1, bottom // 2))
+    bns = {ours + "." for caffe, ours in table if caffe.endswith("/bn")}
+    converted = {}
+    for key, value in _rename_official(state_dict, [(caffe + ".", ours + ".") for caffe, ours in table]).items():
+        path = key[: key.rfind(".") + 1]
+        if path not in bns:
+            converted[key] = value
+        elif key.endswith(".running_var"):
+            raise ValueError(f"{key}: the BN layer of the authors' Caffe fork stores 1 / sqrt(var + eps) as its "
+                             "fourth blob, not a variance: pass it as running_inv_std")
+        elif key.endswith(".running_inv_std"):
+            converted[path + "running_var"] = value.reshape(-1).reciprocal().square() - eps
+            converted[path + "num_batches_tracked"] = torch.tensor(0)
+        else:
+            converted[key] = value.reshape(-1)
+    return converted
+
+
 REGISTRY = {"residual_attention": ResidualAttention}
+
+
+# %% book/src/residual_attention.md, cell 19
+# The input checks every module runs first (one source: book/src/include/input_checks.py).
+# Plain torch and string operations, so that torch.jit.script, torch.jit.trace,
+# torch.compile(fullgraph=True), torch.export and ONNX export all keep working.
+from typing import List, Optional
+
+
+def _shape_str(shape: List[int]) -> str:
+    """A shape written as Python writes a tuple: (2, 16, 7, 9)."""
+    if len(shape) == 1:
+        return "(" + str(shape[0]) + ",)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _autocast_is_on(x: torch.Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def _check_input(module: str, x: torch.Tensor, channels: int,
+                 weight: Optional[torch.Tensor] = None) -> None:
+    """Refuse what `module` cannot compute, naming the module, what it expects and what it got:
+    a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a non-floating dtype, and
+    (outside autocast) an input whose dtype differs from the module's weights."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+        raise ValueError(module + " expects input of shape (B, " + str(channels)
+                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+    if not x.is_floating_point():
+        raise TypeError(module + " expects a floating-point tensor, got dtype " + str(x.dtype))
+    if weight is not None and x.dtype != weight.dtype and not _autocast_is_on(x):
+        raise TypeError(module + " has " + str(weight.dtype) + " weights but got a "
+                        + str(x.dtype) + " input: convert the module or the input")
+
+
+# %% book/src/residual_attention.md, cell 20
+# Renaming official checkpoint keys (one source: book/src/include/official_keys.py).
+def _rename_official(state_dict: dict, prefixes) -> dict:
+    """Rename the keys of an official state dict to this module's. `prefixes` holds (official,
+    ours) pairs of submodule paths ending in "."; the first pair that matches a key, at its start
+    or after a ".", renames it, so the keys of a whole network's checkpoint convert too (the part
+    before the module is kept). Keys no pair matches are kept; the order of the keys is kept."""
+    converted = {}
+    for key, value in state_dict.items():
+        for official, ours in prefixes:
+            if key.startswith(official):
+                key = ours + key[len(official):]
+                break
+            at = key.find("." + official)
+            if at >= 0:
+                key = key[: at + 1] + ours + key[at + 1 + len(official):]
+                break
+        converted[key] = value
+    return converted

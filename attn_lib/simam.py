@@ -9,10 +9,13 @@ PMLR 139:11863-11874.
     1/E = (X - mu)^2 / (4 (var + lambda)) + 1/2                     inverse minimal energy, eq. (4)
     X~ = sigmoid(1/E) * X                                           eq. (5)
 
-The paper's sigma^2 divides by n = M = H W. Official code consulted: github.com/ZjjConan/SimAM,
-simam_module (mmdetection/mmdet/models/backbones/attentions/simam_module.py): it divides by
-n = H W - 1, which variant="official" reproduces. On a 1 x 1 map that n is 0 and the official
-code returns NaN; variant="official" refuses such an input with a ValueError. The gate lies in [sigmoid(1/2), sigmoid((H W + 1) / 4)).
+The paper's sigma^2 divides by n = M = H W. Official code consulted: github.com/ZjjConan/SimAM at
+commit ae98f43, class simam_module in networks/attentions/simam_module.py (the mmdetection copy is
+identical): it divides by n = H W - 1, which variant="official" reproduces. On a 1 x 1 map that n
+is 0 and the official code returns NaN; variant="official" refuses such an input with a
+ValueError. The gate lies in [sigmoid(1/2), sigmoid((H W + 1) / 4)). The module has no
+parameters: an official checkpoint holds no SimAM tensors, and load_official("simam", {}, C)
+builds the official variant from the empty state dict.
 
 Args:
     channels: C, channels of the input (only checked: the module has no parameters).
@@ -21,14 +24,22 @@ Args:
     variant: "paper" (variance divisor H W) or "official" (divisor H W - 1).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1 (H W >= 2 for variant="official").
+float16 and bfloat16 inputs are computed in float32 (the variance sum of a 56 x 56 map of
+activations with standard deviation above about 5 overflows float16, and every gate would
+become sigmoid(1/2)) and the output is cast back to the input's dtype.
 """
 import torch
-from einops.layers.torch import Reduce
 from torch import nn
 
 
 class SimAM(nn.Module):
-    """SimAM: X~ = sigmoid((X - mu)^2 / (4 (var + lambda)) + 1/2) * X, per channel."""
+    """SimAM: X~ = sigmoid((X - mu)^2 / (4 (var + lambda)) + 1/2) * X, per channel.
+
+    Args:
+        channels: C, channels of the input (the module has no parameters).
+        e_lambda: lambda > 0, regulariser of the energy (1e-4; the official ImageNet runs: 0.1).
+        variant: "paper" (var divides by H W) or "official" (by H W - 1, as simam_module).
+    """
 
     VARIANTS = ("paper", "official")
 
@@ -39,35 +50,98 @@ class SimAM(nn.Module):
         if not e_lambda > 0:
             raise ValueError(f"SimAM: e_lambda must be > 0, got {e_lambda}")
         self.channels, self.e_lambda, self.variant = channels, float(e_lambda), variant
-        self.spatial_mean = Reduce("b c h w -> b c 1 1", "mean")      # mu_hat: (B, C, 1, 1)
-        self.spatial_sum = Reduce("b c h w -> b c 1 1", "sum")        # sum over the M neurons
-        self.activation = nn.Sigmoid()
+        self.unbiased = variant == "official"
 
     def variance_divisor(self, m: int) -> int:
         """n in sigma^2 = sum (x - mu)^2 / n: M for the paper, M - 1 for the official code."""
-        return m if self.variant == "paper" else m - 1
+        return m - 1 if self.unbiased else m
 
     def inverse_energy(self, x: torch.Tensor) -> torch.Tensor:
         """1/e_t^* for every neuron, shape (B, C, H, W); each value >= 1/2."""
-        n = self.variance_divisor(x.shape[-2] * x.shape[-1])
-        d = (x - self.spatial_mean(x)).square()                      # (t - mu_hat)^2: (B, C, H, W)
-        var = self.spatial_sum(d) / n                                # sigma_hat^2: (B, C, 1, 1)
-        return d / (4 * (var + self.e_lambda)) + 0.5                 # 1/e_t^*: (B, C, H, W)
+        n = self.variance_divisor(x.shape[2] * x.shape[3])
+        d = (x - x.mean((2, 3), keepdim=True)).square()              # (t - mu_hat)^2; mu: "b c h w -> b c 1 1"
+        var = d.sum((2, 3), keepdim=True) / n                        # sigma_hat^2: (B, C, 1, 1)
+        return d * (0.25 / (var + self.e_lambda)) + 0.5              # 1/e_t^* = d / (4 (var + lambda)) + 1/2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"SimAM expects a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"SimAM expects input of shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
-        if self.variant == "official" and x.shape[-2] * x.shape[-1] < 2:
-            raise ValueError(
-                f"SimAM (variant='official') expects input of shape (B, {self.channels}, H, W) with "
-                f"H * W >= 2 (its variance divides by H * W - 1), got {tuple(x.shape)}"
-            )
-        return x * self.activation(self.inverse_energy(x))          # X~ = sigmoid(1/E) * X
+        _check_input("SimAM", x, self.channels)
+        if self.unbiased and x.shape[2] * x.shape[3] < 2:
+            raise ValueError("SimAM (variant='official') expects input of shape (B, " + str(self.channels)
+                             + ", H, W) with H * W >= 2 (its variance divides by H * W - 1), got "
+                             + _shape_str(x.shape))
+        if x.dtype == torch.float16 or x.dtype == torch.bfloat16:     # the variance sum overflows float16
+            x32 = x.float()
+            return (x32 * torch.sigmoid(self.inverse_energy(x32))).to(x.dtype)
+        return x * torch.sigmoid(self.inverse_energy(x))             # X~ = sigmoid(1/E) * X
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, e_lambda={self.e_lambda}, variant={self.variant!r}"
 
 
+_OFFICIAL_PREFIXES = ()          # simam_module has no parameters or buffers: nothing to rename
+
+
+def convert_official_state_dict(state_dict: dict) -> dict:
+    """An official SimAM state dict is empty (simam_module holds no tensors); returned as is."""
+    return dict(state_dict)
+
+
 REGISTRY = {"simam": SimAM}
+
+
+# %% book/src/simam.md, cell 21
+# The input checks every module runs first (one source: book/src/include/input_checks.py).
+# Plain torch and string operations, so that torch.jit.script, torch.jit.trace,
+# torch.compile(fullgraph=True), torch.export and ONNX export all keep working.
+from typing import List, Optional
+
+
+def _shape_str(shape: List[int]) -> str:
+    """A shape written as Python writes a tuple: (2, 16, 7, 9)."""
+    if len(shape) == 1:
+        return "(" + str(shape[0]) + ",)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _autocast_is_on(x: torch.Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def _check_input(module: str, x: torch.Tensor, channels: int,
+                 weight: Optional[torch.Tensor] = None) -> None:
+    """Refuse what `module` cannot compute, naming the module, what it expects and what it got:
+    a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a non-floating dtype, and
+    (outside autocast) an input whose dtype differs from the module's weights."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+        raise ValueError(module + " expects input of shape (B, " + str(channels)
+                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+    if not x.is_floating_point():
+        raise TypeError(module + " expects a floating-point tensor, got dtype " + str(x.dtype))
+    if weight is not None and x.dtype != weight.dtype and not _autocast_is_on(x):
+        raise TypeError(module + " has " + str(weight.dtype) + " weights but got a "
+                        + str(x.dtype) + " input: convert the module or the input")
+
+
+# %% book/src/simam.md, cell 22
+# Renaming official checkpoint keys (one source: book/src/include/official_keys.py).
+def _rename_official(state_dict: dict, prefixes) -> dict:
+    """Rename the keys of an official state dict to this module's. `prefixes` holds (official,
+    ours) pairs of submodule paths ending in "."; the first pair that matches a key, at its start
+    or after a ".", renames it, so the keys of a whole network's checkpoint convert too (the part
+    before the module is kept). Keys no pair matches are kept; the order of the keys is kept."""
+    converted = {}
+    for key, value in state_dict.items():
+        for official, ours in prefixes:
+            if key.startswith(official):
+                key = ours + key[len(official):]
+                break
+            at = key.find("." + official)
+            if at >= 0:
+                key = key[: at + 1] + ours + key[at + 1 + len(official):]
+                break
+        converted[key] = value
+    return converted

@@ -35,15 +35,15 @@ class _MaskPath(ResidualAttention):
     use_skip = True
 
     def mask_logits(self, x0):
-        h, skips = x0, []
+        h, downs = x0, []
         for k in range(self.depth):
             h = self.down[k](self.pool(h))
-            if k < self.depth - 1:
-                skips.append(self.skip[k](h))
+            downs.append(h)
         for k in reversed(range(self.depth - 1)):
-            s = skips[k]
+            level = self.up[str(k)]
+            s = level.skip(downs[k])
             h = self.upsample(h, s.shape[-2:]) + (s if self.use_skip else 0)
-            h = self.up[k](h)
+            h = level.units(h)
         return self.head(self.upsample(h, x0.shape[-2:]))
 
 
@@ -72,11 +72,12 @@ class MaskTimesTrunk(ResidualAttention):
         return self.post(self.mask(x0) * self.trunk(x0))
 
 
-class ActivationSwapped(ResidualAttention):
-    """The paper's sigmoid in the official variant, TanH in the paper's."""
+class TanhMask(ResidualAttention):
+    """The first upload of the prototxts (commit a80220a): the mask ends in TanH; df8f62c replaced
+    it by Sigmoid, the layer of the files at bc207a8."""
 
     def normalise(self, e):
-        return torch.sigmoid(e) if self.variant == "official" else torch.tanh(e)
+        return torch.tanh(e) if self.attention == "mixed" else super().normalise(e)
 
 
 class ChannelNormOverSpace(ResidualAttention):
@@ -104,6 +105,10 @@ def official_pool_in_paper(m):
     m.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
 
 
+def padded_pool_in_official(m):
+    m.pool = nn.MaxPool2d(3, stride=2, padding=1)
+
+
 def r_units_at_the_bottom(m):
     """Broken: r units at the bottom of the mask branch instead of the paper's 2r."""
     m.down[-1] = nn.Sequential(*list(m.down[-1])[: m.r])
@@ -113,16 +118,17 @@ PAPER_MIXED = [("paper", "mixed")]
 MIXED = [("paper", "mixed"), ("official", "mixed")]
 MUTANTS = {
     # name: (class, breakage, configurations, checks that must reject it)
-    "no-sigmoid": (NoSigmoid, None, PAPER_MIXED, [check_residual_attention_matches_formula, check_mask_range]),
+    "no-sigmoid": (NoSigmoid, None, MIXED, [check_residual_attention_matches_formula, check_mask_range]),
     "mask-times-trunk": (MaskTimesTrunk, None, MIXED, [check_residual_attention_matches_formula,
                                                          check_fusion_is_one_plus_mask_times_trunk]),
     "double-and-crop": (DoubleAndCrop, None, PAPER_MIXED, FORMULA),
     "missing-skip": (MissingSkip, None, MIXED, FORMULA),
     "average-pool": (ResidualAttention, average_pool, MIXED, FORMULA),
     "caffe-pool-in-paper": (ResidualAttention, official_pool_in_paper, PAPER_MIXED, FORMULA),
+    "padded-pool-in-official": (ResidualAttention, padded_pool_in_official, [("official", "mixed")], FORMULA),
     "r-units-at-the-bottom": (ResidualAttention, r_units_at_the_bottom, MIXED, FORMULA),
-    "activation-swapped": (ActivationSwapped, None, [("paper", "mixed")], CHECKS[:1] + CHECKS[2:]),
-    "sigmoid-in-official": (ActivationSwapped, None, [("official", "mixed")], FORMULA),
+    # the defect of issue 8: the official variant ended its mask in TanH (the first upload)
+    "tanh-mask": (TanhMask, None, MIXED, [check_residual_attention_matches_formula, check_mask_range]),
     "channel-norm-over-space": (ChannelNormOverSpace, None, [("paper", "channel")],
                                 [check_residual_attention_matches_formula, check_mask_range]),
     "spatial-stats-over-channels": (SpatialStatsOverChannels, None, [("paper", "spatial")],
@@ -157,7 +163,32 @@ def test_checks_reject_broken_residual_attention(mutant):
 
 
 def test_official_refuses_maps_its_pools_cannot_reduce():
-    with pytest.raises(ValueError, match=r"\(2, 8, 1, 1\)"):
+    with pytest.raises(ValueError, match=r"H, W >= 4.*\(2, 8, 1, 1\)"):
         ResidualAttention(8, variant="official")(torch.randn(2, 8, 1, 1))
+    with pytest.raises(ValueError, match=r"H, W >= 4.*\(2, 8, 3, 9\)"):
+        ResidualAttention(8, variant="official").eval()(torch.randn(2, 8, 3, 9))     # 3 -> 1 -> no pool
+    assert ResidualAttention(8, variant="official").eval()(torch.randn(2, 8, 4, 9)).shape == (2, 8, 4, 9)
+    assert ResidualAttention(8).eval()(torch.randn(2, 8, 1, 1)).shape == (2, 8, 1, 1)   # padded pools: any side
     with pytest.raises(ValueError, match="official"):
         ResidualAttention(8, attention="spatial", variant="official")
+
+
+def test_official_mask_is_the_released_sigmoid():
+    """imagenet_model/*-deploy.prototxt at bc207a8 end every mask in a Sigmoid layer: the official
+    variant's mask equals the paper variant's with the same weights wherever the pools agree
+    (a 2 x 2 map, which both pools reduce to one window over the whole map)."""
+    paper, official = ResidualAttention(8, depth=1).double().eval(), ResidualAttention(8, depth=1, variant="official")
+    official = official.double().eval()
+    official.load_state_dict(paper.state_dict())
+    x = torch.randn(2, 8, 2, 2, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(official(x), paper(x), rtol=1e-12, atol=1e-12)
+        m = official.mask(official.pre(x))
+    assert bool(((m > 0) & (m < 1)).all())
+
+
+def test_batch_of_one_in_train_with_a_one_by_one_level_is_refused_clearly():
+    m = ResidualAttention(8).train()
+    with pytest.raises(ValueError, match=r"ResidualAttention in train mode.*\(1, 8, 3, 3\)"):
+        m(torch.randn(1, 8, 3, 3))                                   # 3 -> 2 -> 1: BatchNorm sees one value
+    assert m(torch.randn(2, 8, 3, 3)).shape == (2, 8, 3, 3)

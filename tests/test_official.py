@@ -36,7 +36,7 @@ def fixture(request):
 
 def test_every_official_pytorch_module_has_a_fixture():
     names = {load(p)["name"] for p in FIXTURES}
-    caffe_only = {"residual_attention"}       # official code is Caffe: tests/test_official_caffe.py
+    caffe_only = {"residual_attention"}       # official code is Caffe: tests/test_official_residual_attention.py
     assert set(attn_lib.available()) - names - caffe_only == set()
 
 
