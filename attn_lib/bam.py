@@ -15,54 +15,69 @@ equations show no activation, and where the ReLUs sit is our reading, not confir
 paper (without them each branch would collapse to one linear map; the official code has ReLUs
 at these four places).
 
-Official code consulted: github.com/Jongchan/attention-module, MODELS/bam.py. variant="official"
-computes what it computes, with the same parameter tensors in the same order:
+Official code consulted: github.com/Jongchan/attention-module at commit 459efad, MODELS/bam.py
+(class BAM) and MODELS/model_resnet.py (ResNet.__init__, which initialises it).
+variant="official" computes what it computes, with the same parameter tensors in the same order:
   - M(F) = sigma(M_c(F) * M_s(F)): a product of the two maps, not a sum;
   - no BN at the end of either branch, but a BN before every ReLU: BatchNorm1d(C/r) after W_0,
     BatchNorm2d(C/r) after f_0, f_1, f_2;
   - its channel pooling, avg_pool2d with kernel H and stride H, is the global mean only when
     H == W (for H < W < 2H it averages the first H columns; other shapes fail). Both variants
-    use the global mean, which equals it on square maps;
-  - its hidden width C // r is 0 for C < r; both variants use max(1, C // r);
-  - its ChannelGate assigns an undefined name (gate_activation) and raises NameError as
-    published; that line sets no parameter and is left out.
-BatchNorm after global pooling: in training mode a batch of one fails (one value per channel);
-in eval mode a batch of one works.
+    use the global mean, which equals it on square maps, and work on any H x W;
+  - its hidden width C // r is 0 for C < r; both variants use max(min_width, C // r);
+  - its ChannelGate assigns an undefined name (gate_activation), so BAM(C) raises NameError as
+    published; that line sets no parameter and is left out;
+  - initialisation as ResNet.__init__: conv weights kaiming_normal(fan_out), all biases 0, BN
+    weights 1, Linear weights PyTorch's default. variant="paper" keeps PyTorch's default.
+convert_official_state_dict renames the official keys (channel_att.gate_c.gate_c_fc_0, ...).
+BatchNorm after global pooling: in training mode a batch of one is refused with a ValueError (its
+BatchNorm1d has one value per channel); in eval mode a batch of one works.
 
 Args:
     channels: C, channels of the input.
-    reduction: r, reduction ratio of both branches; hidden width max(1, C // r). Default 16.
+    reduction: r, reduction ratio of both branches; hidden width max(min_width, C // r). Default 16.
     dilation: d, dilation (and padding) of the two 3x3 convolutions. Default 4.
+    min_width: smallest hidden width, default 1 in both variants (the paper's C / r, also what the
+        official code gives for C >= r).
     variant: "paper" (eqs. (1)-(4)) or "official" (the released code, see above).
 
-Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1.
+Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1; float16/bfloat16 inputs are computed in their
+own precision (a mean, small convolutions and BatchNorms: nothing that can overflow).
 """
 from collections import OrderedDict
 
 import torch
-from einops.layers.torch import Rearrange, Reduce
 from torch import nn
 
 
 class BAM(nn.Module):
-    """Bottleneck Attention Module: F' = F + F * sigma(M_c(F) + M_s(F))."""
+    """Bottleneck Attention Module: F' = F + F * sigma(M_c(F) + M_s(F)) (paper) or
+    F * (1 + sigma(M_c(F) * M_s(F))) with the official BN layout (official).
+
+    Args:
+        channels: C, channels of the input.
+        reduction: r; hidden width max(min_width, C // r).
+        dilation: d of the two dilated 3x3 convolutions.
+        min_width: smallest hidden width (1: the paper's C / r).
+        variant: "paper" (eqs. (1)-(4)) or "official" (MODELS/bam.py and its initialisation).
+    """
 
     VARIANTS = ("paper", "official")
 
-    def __init__(self, channels: int, *, reduction: int = 16, dilation: int = 4, variant: str = "paper"):
+    def __init__(self, channels: int, *, reduction: int = 16, dilation: int = 4, min_width: int = 1,
+                 variant: str = "paper"):
         super().__init__()
         if variant not in self.VARIANTS:
             raise ValueError(f"BAM: variant must be one of {self.VARIANTS}, got {variant!r}")
-        if reduction < 1 or dilation < 1:
-            raise ValueError(f"BAM: reduction and dilation must be >= 1, got {reduction}, {dilation}")
-        self.channels, self.reduction, self.dilation, self.variant = channels, reduction, dilation, variant
-        hidden = max(1, channels // reduction)                              # C/r
-        official = variant == "official"
+        if reduction < 1 or dilation < 1 or min_width < 1:
+            raise ValueError(f"BAM: reduction, dilation and min_width must be >= 1, "
+                             f"got {reduction}, {dilation}, {min_width}")
+        self.channels, self.reduction, self.dilation, self.min_width = channels, reduction, dilation, min_width
+        self.variant = variant
+        self.official = official = variant == "official"
+        hidden = max(min_width, channels // reduction)                      # C/r
 
-        channel = [
-            ("pool", Reduce("b c h w -> b c", "mean")),                     # AvgPool(F): (B, C)
-            ("fc0", nn.Linear(channels, hidden)),                           # W_0 z + b_0: (B, C/r)
-        ]
+        channel = [("fc0", nn.Linear(channels, hidden))]                    # W_0 z + b_0: (B, C/r)
         if official:
             channel.append(("bn0", nn.BatchNorm1d(hidden)))                 # official: BN before the ReLU
         channel += [
@@ -71,8 +86,7 @@ class BAM(nn.Module):
         ]
         if not official:
             channel.append(("bn", nn.BatchNorm1d(channels)))                # paper: BN at the end, eq. (3)
-        channel.append(("to_map", Rearrange("b c -> b c 1 1")))             # M_c(F): (B, C, 1, 1)
-        self.channel_gate = nn.Sequential(OrderedDict(channel))
+        self.channel_gate = nn.Sequential(OrderedDict(channel))             # on AvgPool(F): (B, C)
 
         spatial = []
         for i, (c_in, size) in enumerate([(channels, 1), (hidden, 3), (hidden, 3)]):
@@ -85,10 +99,27 @@ class BAM(nn.Module):
         if not official:
             spatial.append(("bn", nn.BatchNorm2d(1)))                       # paper: BN at the end, eq. (4)
         self.spatial_gate = nn.Sequential(OrderedDict(spatial))
+        if official:
+            self.reset_official_parameters()
+
+    def reset_official_parameters(self) -> None:
+        """The initialisation of MODELS/model_resnet.py (ResNet.__init__) for a BAM: conv weights
+        kaiming_normal(fan_out), BatchNorm weights 1, every bias 0, Linear weights untouched."""
+        for layer in self.modules():
+            if isinstance(layer, nn.Conv2d):
+                nn.init.kaiming_normal_(layer.weight, mode="fan_out")
+            elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                nn.init.ones_(layer.weight)
+            if isinstance(layer, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)):
+                nn.init.zeros_(layer.bias)
+
+    def squeeze(self, f: torch.Tensor) -> torch.Tensor:
+        """AvgPool(F): "b c h w -> b c", the global mean of each channel."""
+        return f.mean((2, 3))
 
     def channel_logits(self, f: torch.Tensor) -> torch.Tensor:
         """M_c(F), shape (B, C, 1, 1)."""
-        return self.channel_gate(f)
+        return self.channel_gate(self.squeeze(f)).view(f.shape[0], f.shape[1], 1, 1)   # "b c -> b c 1 1"
 
     def spatial_logits(self, f: torch.Tensor) -> torch.Tensor:
         """M_s(F), shape (B, 1, H, W)."""
@@ -96,22 +127,104 @@ class BAM(nn.Module):
 
     def combine(self, m_c: torch.Tensor, m_s: torch.Tensor) -> torch.Tensor:
         """(B, C, 1, 1) and (B, 1, H, W) -> (B, C, H, W): a sum (paper) or a product (official)."""
-        return m_c * m_s if self.variant == "official" else m_c + m_s
+        if self.official:
+            return m_c * m_s
+        return m_c + m_s
 
     def attention(self, f: torch.Tensor) -> torch.Tensor:
         """M(F) = sigma(combine(M_c(F), M_s(F))), shape (B, C, H, W), entries in (0, 1)."""
         return torch.sigmoid(self.combine(self.channel_logits(f), self.spatial_logits(f)))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        if not isinstance(f, torch.Tensor):
-            raise TypeError(f"BAM expects a torch.Tensor, got {type(f).__name__}")
-        if f.ndim != 4 or f.shape[1] != self.channels:
-            raise ValueError(f"BAM expects input of shape (B, {self.channels}, H, W), got {tuple(f.shape)}")
-        return f + f * self.attention(f)                                    # F' = F + F * M(F)
+        _check_input("BAM", f, self.channels, self.channel_gate.fc0.weight)
+        if self.training and f.shape[0] == 1:
+            raise ValueError("BAM in training mode needs a batch of at least 2 (its BatchNorm1d "
+                             "normalises the pooled channel vector over the batch), got "
+                             + _shape_str(f.shape) + "; a batch of one works in eval mode")
+        return (1 + self.attention(f)) * f       # F' = F + F * M(F), as (1 + M) F: one path back into F
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, reduction={self.reduction}, dilation={self.dilation}, "
-                f"variant={self.variant!r}")
+                f"min_width={self.min_width}, variant={self.variant!r}")
+
+
+_OFFICIAL_PREFIXES = (                                                  # (MODELS/bam.py, ours)
+    ("channel_att.gate_c.gate_c_fc_0.", "channel_gate.fc0."),
+    ("channel_att.gate_c.gate_c_bn_1.", "channel_gate.bn0."),
+    ("channel_att.gate_c.gate_c_fc_final.", "channel_gate.fc1."),
+    ("spatial_att.gate_s.gate_s_conv_reduce0.", "spatial_gate.f0."),
+    ("spatial_att.gate_s.gate_s_bn_reduce0.", "spatial_gate.bn0."),
+    ("spatial_att.gate_s.gate_s_conv_di_0.", "spatial_gate.f1."),
+    ("spatial_att.gate_s.gate_s_bn_di_0.", "spatial_gate.bn1."),
+    ("spatial_att.gate_s.gate_s_conv_di_1.", "spatial_gate.f2."),
+    ("spatial_att.gate_s.gate_s_bn_di_1.", "spatial_gate.bn2."),
+    ("spatial_att.gate_s.gate_s_conv_final.", "spatial_gate.f3."),
+)
+
+
+def convert_official_state_dict(state_dict: dict) -> dict:
+    """Rename the keys of an official BAM state dict (MODELS/bam.py, BAM(C)) to this module's, for
+    variant="official"; the layouts are the same (nn.Linear, Conv2d, BatchNorm). Keys of a whole
+    network keep the part before the BAM (e.g. "module.bam1.")."""
+    return _rename_official(state_dict, _OFFICIAL_PREFIXES)
 
 
 REGISTRY = {"bam": BAM}
+
+
+# %% book/src/bam.md, cell 17
+# The input checks every module runs first (one source: book/src/include/input_checks.py).
+# Plain torch and string operations, so that torch.jit.script, torch.jit.trace,
+# torch.compile(fullgraph=True), torch.export and ONNX export all keep working.
+from typing import List, Optional
+
+
+def _shape_str(shape: List[int]) -> str:
+    """A shape written as Python writes a tuple: (2, 16, 7, 9)."""
+    if len(shape) == 1:
+        return "(" + str(shape[0]) + ",)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _autocast_is_on(x: torch.Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def _check_input(module: str, x: torch.Tensor, channels: int,
+                 weight: Optional[torch.Tensor] = None) -> None:
+    """Refuse what `module` cannot compute, naming the module, what it expects and what it got:
+    a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a non-floating dtype, and
+    (outside autocast) an input whose dtype differs from the module's weights."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+        raise ValueError(module + " expects input of shape (B, " + str(channels)
+                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+    if not x.is_floating_point():
+        raise TypeError(module + " expects a floating-point tensor, got dtype " + str(x.dtype))
+    if weight is not None and x.dtype != weight.dtype and not _autocast_is_on(x):
+        raise TypeError(module + " has " + str(weight.dtype) + " weights but got a "
+                        + str(x.dtype) + " input: convert the module or the input")
+
+
+# %% book/src/bam.md, cell 18
+# Renaming official checkpoint keys (one source: book/src/include/official_keys.py).
+def _rename_official(state_dict: dict, prefixes) -> dict:
+    """Rename the keys of an official state dict to this module's. `prefixes` holds (official,
+    ours) pairs of submodule paths ending in "."; the first pair that matches a key, at its start
+    or after a ".", renames it, so the keys of a whole network's checkpoint convert too (the part
+    before the module is kept). Keys no pair matches are kept; the order of the keys is kept."""
+    converted = {}
+    for key, value in state_dict.items():
+        for official, ours in prefixes:
+            if key.startswith(official):
+                key = ours + key[len(official):]
+                break
+            at = key.find("." + official)
+            if at >= 0:
+                key = key[: at + 1] + ours + key[at + 1 + len(official):]
+                break
+        converted[key] = value
+    return converted

@@ -9,117 +9,229 @@
     M_s(F') = sigma(f^{7x7}([GAP^c(F'); GMP^c(F')]))                       eq. (3)
     F''     = M_s(F') * F'                                                 M_s broadcast over C
 
-Official code consulted: github.com/Jongchan/attention-module, MODELS/cbam.py. It differs from
-the equations: the MLP layers have biases; the 7x7 convolution (no bias) is followed by
+Official code consulted: github.com/Jongchan/attention-module at commit 459efad, MODELS/cbam.py
+(class CBAM) and MODELS/model_resnet.py (ResNet.__init__, which initialises it). The code differs
+from the equations: the MLP layers have biases; the 7x7 convolution (no bias) is followed by
 BatchNorm2d(1, eps=1e-5, momentum=0.01); its channel pool stacks [max; mean], the reverse of the
-paper's [avg; max]. variant="official" reproduces all three with the same parameter tensors
-(convert_official_state_dict renames an official checkpoint's keys). Deviations from the
-official code in both variants: hidden width max(1, C // r) (the official C // r is 0 for C < r,
-which makes M_c a constant);
-kernel_size is an option (the official code fixes 7). In the official variant, training mode
-needs more than one value per BatchNorm channel (B * H * W > 1).
+paper's [avg; max]. variant="official" reproduces all three with the same parameter tensors in
+the official order (convert_official_state_dict renames an official checkpoint's keys) and
+initialises as ResNet.__init__ does: kernel kaiming_normal(fan_out), spatial BatchNorm weight 0
+and bias 0 (so M_s starts at 1/2 everywhere), MLP biases 0, MLP weights PyTorch's default.
+variant="paper" keeps PyTorch's default initialisation.
+
+Deviations from the official code, in both variants: hidden width max(min_width, C // r) (the
+official C // r is 0 for C < r, which makes M_c a constant); kernel_size is an option (the
+official code fixes 7). The official variant refuses, in training mode, an input with one value
+per BatchNorm channel (B * H * W == 1) with a ValueError.
 
 Args:
     channels: C, channels of the input.
-    reduction: r, bottleneck ratio of the shared MLP; the hidden width is max(1, C // r).
+    reduction: r, bottleneck ratio of the shared MLP; the hidden width is max(min_width, C // r).
+    min_width: smallest hidden width, default 1 in both variants (the paper's C / r, which is
+        also what the official code gives for C >= r); min_width=8 keeps small C from a
+        bottleneck of one or two units.
     kernel_size: k of the spatial convolution f^{k x k} (odd; padding k // 2), 7 in the paper.
     variant: "paper" (eqs. (2)-(3) as printed: no biases, no BatchNorm, [avg; max]) or
-        "official" (as MODELS/cbam.py: MLP biases, BatchNorm after the conv, [max; mean]).
+        "official" (as MODELS/cbam.py: MLP biases, BatchNorm after the conv, [max; mean], and the
+        official initialisation).
 
-Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1.
+Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1; float16/bfloat16 inputs are computed in
+their own precision (means, maxima and small products: nothing that can overflow).
 """
 import torch
-from einops.layers.torch import Rearrange, Reduce
 from torch import nn
 
 
-class ChannelGate(nn.Module):
-    """M_c(F) = sigma(MLP(GAP^s(F)) + MLP(GMP^s(F))), one MLP for both; returns (B, C, 1, 1)."""
+def _max_over(x: torch.Tensor, dim: int, keepdim: bool) -> torch.Tensor:
+    """The maximum over one axis. Without autograd, amax (one pass, several times faster on a CPU
+    than a max that also returns indices); with autograd, torch.max with indices, whose backward
+    is a scatter, where amax's compares, counts and divides over the whole input (slower on large
+    maps, forward and backward together). The values are the same; at ties amax would split the
+    gradient, torch.max gives it to one entry, as the official max pools do."""
+    if torch.is_grad_enabled():
+        return torch.max(x, dim, keepdim)[0]
+    return x.amax(dim, keepdim)
 
-    def __init__(self, channels: int, reduction: int = 16, bias: bool = False):
+
+class ChannelGate(nn.Module):
+    """M_c(F) = sigma(MLP(GAP^s(F)) + MLP(GMP^s(F))), one MLP for both; returns (B, C, 1, 1).
+
+    Args:
+        channels: C. reduction: r. bias: MLP biases (official). min_width: smallest hidden width.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, bias: bool = False, min_width: int = 1):
         super().__init__()
-        hidden = max(1, channels // reduction)
-        self.avg_pool = Reduce("b c h w -> b c", "mean")                 # F^c_avg: (B, C)
-        self.max_pool = Reduce("b c h w -> b c", "max")                  # F^c_max: (B, C), global
+        hidden = max(min_width, channels // reduction)
         self.mlp = nn.Sequential(                                        # shared by both descriptors
             nn.Linear(channels, hidden, bias=bias),                      # W_0: C -> C/r
             nn.ReLU(inplace=True),                                       # delta
             nn.Linear(hidden, channels, bias=bias),                      # W_1: C/r -> C
         )
-        self.sigmoid = nn.Sigmoid()
-        self.expand = Rearrange("b c -> b c 1 1")
+
+    def descriptors(self, f: torch.Tensor) -> torch.Tensor:
+        """[F^c_avg; F^c_max] stacked along the batch: (2B, C). "b c h w -> b c", mean then max,
+        both over ALL of H x W."""
+        return torch.cat([f.mean((2, 3)), _max_over(f.flatten(2), 2, False)])
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        logits = self.mlp(self.avg_pool(f)) + self.mlp(self.max_pool(f))  # (B, C)
-        return self.expand(self.sigmoid(logits))                          # M_c: (B, C, 1, 1)
+        B, C = f.shape[0], f.shape[1]
+        logits = self.mlp(self.descriptors(f))                           # MLP(avg) and MLP(max): (2B, C)
+        m_c = torch.sigmoid(logits[:B] + logits[B:])                     # eq. (2): (B, C)
+        return m_c.view(B, C, 1, 1)                                      # "b c -> b c 1 1"
 
 
 class SpatialGate(nn.Module):
-    """M_s(F) = sigma(f^{k x k}([GAP^c(F); GMP^c(F)])); returns (B, 1, H, W)."""
+    """M_s(F) = sigma(f^{k x k}([GAP^c(F); GMP^c(F)])); returns (B, 1, H, W).
+
+    Args:
+        kernel_size: k (odd). official: BatchNorm after the conv and the [max; mean] order.
+    """
 
     def __init__(self, kernel_size: int = 7, official: bool = False):
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"SpatialGate: kernel_size must be odd and positive, got {kernel_size}")
-        self.avg_pool = Reduce("b c h w -> b 1 h w", "mean")             # F^s_avg: (B, 1, H, W)
-        self.max_pool = Reduce("b c h w -> b 1 h w", "max")              # F^s_max: (B, 1, H, W)
         self.max_first = official                                        # official stacks [max; mean]
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)   # f^{k x k}
         self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01) if official else nn.Identity()
-        self.sigmoid = nn.Sigmoid()
+
+    def pooled(self, f: torch.Tensor) -> torch.Tensor:
+        """[F^s_avg; F^s_max] (paper) or [max; mean] (official): (B, 2, H, W). "b c h w -> b 1 h w"."""
+        f_avg, f_max = f.mean(1, keepdim=True), _max_over(f, 1, True)
+        if self.max_first:
+            return torch.cat([f_max, f_avg], dim=1)
+        return torch.cat([f_avg, f_max], dim=1)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        f_avg, f_max = self.avg_pool(f), self.max_pool(f)
-        pooled = torch.cat([f_max, f_avg] if self.max_first else [f_avg, f_max], dim=1)  # (B, 2, H, W)
-        return self.sigmoid(self.bn(self.conv(pooled)))                   # M_s: (B, 1, H, W)
+        return torch.sigmoid(self.bn(self.conv(self.pooled(f))))         # M_s: (B, 1, H, W)
 
 
 class CBAM(nn.Module):
-    """CBAM: F' = M_c(F) * F, then F'' = M_s(F') * F' (channel gate first, then spatial gate)."""
+    """CBAM: F' = M_c(F) * F, then F'' = M_s(F') * F' (channel gate first, then spatial gate).
+
+    Args:
+        channels: C, channels of the input.
+        reduction: r; hidden width max(min_width, C // r).
+        min_width: smallest hidden width (1: the paper's C / r).
+        kernel_size: k of the spatial convolution (odd, 7).
+        variant: "paper" (eqs. (2)-(3)) or "official" (MODELS/cbam.py and its initialisation).
+    """
 
     VARIANTS = ("paper", "official")
 
-    def __init__(self, channels: int, *, reduction: int = 16, kernel_size: int = 7, variant: str = "paper"):
+    def __init__(self, channels: int, *, reduction: int = 16, min_width: int = 1, kernel_size: int = 7,
+                 variant: str = "paper"):
         super().__init__()
         if variant not in self.VARIANTS:
             raise ValueError(f"CBAM: variant must be one of {self.VARIANTS}, got {variant!r}")
-        if reduction < 1:
-            raise ValueError(f"CBAM: reduction must be >= 1, got {reduction}")
-        self.channels, self.reduction, self.kernel_size, self.variant = channels, reduction, kernel_size, variant
-        official = variant == "official"
-        self.channel_gate = ChannelGate(channels, reduction, bias=official)
-        self.spatial_gate = SpatialGate(kernel_size, official=official)
+        if reduction < 1 or min_width < 1:
+            raise ValueError(f"CBAM: reduction and min_width must be >= 1, got {reduction}, {min_width}")
+        self.channels, self.reduction, self.min_width = channels, reduction, min_width
+        self.kernel_size, self.variant = kernel_size, variant
+        self.official = variant == "official"
+        self.channel_gate = ChannelGate(channels, reduction, bias=self.official, min_width=min_width)
+        self.spatial_gate = SpatialGate(kernel_size, official=self.official)
+        if self.official:
+            self.reset_official_parameters()
+
+    def reset_official_parameters(self) -> None:
+        """The initialisation of MODELS/model_resnet.py (ResNet.__init__) for a CBAM: conv weights
+        kaiming_normal(fan_out); BatchNorm weights under SpatialGate 0; every bias 0."""
+        nn.init.kaiming_normal_(self.spatial_gate.conv.weight, mode="fan_out")
+        bn = self.spatial_gate.bn
+        if isinstance(bn, nn.BatchNorm2d):
+            nn.init.zeros_(bn.weight)
+            nn.init.zeros_(bn.bias)
+        for i in (0, 2):
+            bias = self.channel_gate.mlp[i].bias
+            if bias is not None:
+                nn.init.zeros_(bias)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        if not isinstance(f, torch.Tensor):
-            raise TypeError(f"CBAM expects a torch.Tensor, got {type(f).__name__}")
-        if f.ndim != 4 or f.shape[1] != self.channels:
-            raise ValueError(f"CBAM expects input of shape (B, {self.channels}, H, W), got {tuple(f.shape)}")
+        _check_input("CBAM", f, self.channels, self.spatial_gate.conv.weight)
+        if self.training and self.official and f.shape[0] * f.shape[2] * f.shape[3] == 1:
+            raise ValueError("CBAM (official) in training mode needs more than one value per BatchNorm "
+                             "channel (B * H * W > 1) for its spatial BatchNorm, got " + _shape_str(f.shape))
         f1 = self.channel_gate(f) * f                                    # F' = M_c(F) * F
         return self.spatial_gate(f1) * f1                                # F'' = M_s(F') * F'
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, reduction={self.reduction}, "
+        return (f"channels={self.channels}, reduction={self.reduction}, min_width={self.min_width}, "
                 f"kernel_size={self.kernel_size}, variant={self.variant!r}")
 
 
-_OFFICIAL_NAMES = {
-    "ChannelGate.mlp.1.": "channel_gate.mlp.0.",                       # W_0 (and its bias)
-    "ChannelGate.mlp.3.": "channel_gate.mlp.2.",                       # W_1 (and its bias)
-    "SpatialGate.spatial.conv.": "spatial_gate.conv.",                 # f^{7x7}
-    "SpatialGate.spatial.bn.": "spatial_gate.bn.",                     # BatchNorm2d(1)
-}
+_OFFICIAL_PREFIXES = (                                                # (MODELS/cbam.py, ours)
+    ("ChannelGate.mlp.1.", "channel_gate.mlp.0."),                    # W_0 (and its bias)
+    ("ChannelGate.mlp.3.", "channel_gate.mlp.2."),                    # W_1 (and its bias)
+    ("SpatialGate.spatial.conv.", "spatial_gate.conv."),              # f^{7x7}
+    ("SpatialGate.spatial.bn.", "spatial_gate.bn."),                  # BatchNorm2d(1)
+)
 
 
 def convert_official_state_dict(state_dict: dict) -> dict:
-    """Rename the keys of an official CBAM checkpoint (MODELS/cbam.py) to this module's names,
-    for variant="official". Keys of other layers are left as they are."""
-    converted = {}
-    for key, value in state_dict.items():
-        for old, new in _OFFICIAL_NAMES.items():
-            key = key.replace(old, new)
-        converted[key] = value
-    return converted
+    """Rename the keys of an official CBAM state dict (MODELS/cbam.py) to this module's, for
+    variant="official"; the layouts are the same (nn.Linear, Conv2d, BatchNorm2d). Keys of a whole
+    network keep the part before the CBAM (e.g. "module.layer1.0.cbam.")."""
+    return _rename_official(state_dict, _OFFICIAL_PREFIXES)
 
 
 REGISTRY = {"cbam": CBAM}
+
+
+# %% book/src/cbam.md, cell 21
+# The input checks every module runs first (one source: book/src/include/input_checks.py).
+# Plain torch and string operations, so that torch.jit.script, torch.jit.trace,
+# torch.compile(fullgraph=True), torch.export and ONNX export all keep working.
+from typing import List, Optional
+
+
+def _shape_str(shape: List[int]) -> str:
+    """A shape written as Python writes a tuple: (2, 16, 7, 9)."""
+    if len(shape) == 1:
+        return "(" + str(shape[0]) + ",)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _autocast_is_on(x: torch.Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def _check_input(module: str, x: torch.Tensor, channels: int,
+                 weight: Optional[torch.Tensor] = None) -> None:
+    """Refuse what `module` cannot compute, naming the module, what it expects and what it got:
+    a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a non-floating dtype, and
+    (outside autocast) an input whose dtype differs from the module's weights."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+        raise ValueError(module + " expects input of shape (B, " + str(channels)
+                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+    if not x.is_floating_point():
+        raise TypeError(module + " expects a floating-point tensor, got dtype " + str(x.dtype))
+    if weight is not None and x.dtype != weight.dtype and not _autocast_is_on(x):
+        raise TypeError(module + " has " + str(weight.dtype) + " weights but got a "
+                        + str(x.dtype) + " input: convert the module or the input")
+
+
+# %% book/src/cbam.md, cell 22
+# Renaming official checkpoint keys (one source: book/src/include/official_keys.py).
+def _rename_official(state_dict: dict, prefixes) -> dict:
+    """Rename the keys of an official state dict to this module's. `prefixes` holds (official,
+    ours) pairs of submodule paths ending in "."; the first pair that matches a key, at its start
+    or after a ".", renames it, so the keys of a whole network's checkpoint convert too (the part
+    before the module is kept). Keys no pair matches are kept; the order of the keys is kept."""
+    converted = {}
+    for key, value in state_dict.items():
+        for official, ours in prefixes:
+            if key.startswith(official):
+                key = ours + key[len(official):]
+                break
+            at = key.find("." + official)
+            if at >= 0:
+                key = key[: at + 1] + ours + key[at + 1 + len(official):]
+                break
+        converted[key] = value
+    return converted

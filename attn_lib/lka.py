@@ -10,29 +10,36 @@
     X_out     = proj_2(LKA(GELU(proj_1(X)))) [+ X]     VAN's attention block
 
 The K x K convolution is decomposed into a (2d-1) x (2d-1) depth-wise convolution, a
-ceil(K/d) x ceil(K/d) depth-wise convolution with dilation d and a 1 x 1 convolution; the
-paper's K = 21, d = 3 give 5 x 5 (padding 2), 7 x 7 dilation 3 (padding 9), 1 x 1. Their joint
-footprint is (2d-1) + d (ceil(K/d) - 1) = 5 + 18 = 23 pixels wide: the receptive field is
-23 x 23, not the K x K = 21 x 21 the paper names (it is K + d - 1 whenever d divides K).
+ceil(K/d) x ceil(K/d) depth-wise convolution with dilation d and a 1 x 1 convolution; K = 21,
+d = 3 give 5 x 5 (padding 2), 7 x 7 dilation 3 (padding 9), 1 x 1. Their joint footprint is
+(2d-1) + d (ceil(K/d) - 1) = 5 + 18 = 23 pixels wide: the receptive field is 23 x 23, not
+K x K = 21 x 21 (it is K + d - 1 whenever d divides K).
 
-Official code consulted: github.com/Visual-Attention-Network/VAN-Classification, models/van.py.
-Its AttentionModule equals the paper's LKA (all convolutions with biases, which the paper leaves
-unsaid): LKA has the single variant "paper". Its SpatialAttention ends with a shortcut x + ...
-that the paper's figure of a stage does not show. Choose the block explicitly:
+Official code consulted: github.com/Visual-Attention-Network/VAN-Classification at commit
+e19779b, models/van.py, classes LKA and Attention (named AttentionModule and SpatialAttention
+before commit f720c35; the attribute names, hence the checkpoint keys, are unchanged). Its LKA
+equals the equations (all convolutions with biases, which the equations leave unsaid): LKA's
+"paper" and "official" variants build the same module. Its Attention ends with a shortcut
+x + ... that the equations do not have. Choose the block explicitly:
 
-    create("van_attention", C)                      # variant="paper": the figure, NO shortcut
-    create("van_attention", C, variant="official")  # the released SpatialAttention, WITH + X
+    create("van_attention", C)                      # variant="paper": NO shortcut
+    create("van_attention", C, variant="official")  # the released Attention, WITH + X
 
-Attribute names follow the official code, so checkpoints map (use variant="official" with them).
+variant="official" also initialises as the official network does (Block/VAN._init_weights:
+conv weights N(0, 2 / fan_out), fan_out = k_h k_w C_out / groups, biases 0); "paper" keeps
+PyTorch's default. The attribute names and their order are the official ones, so an official
+state dict loads as it is: convert_official_state_dict returns it unchanged; the released VAN
+checkpoints hold one Attention per block under block<i>.<j>.attn.
 
 Args:
     channels: C, channels of the input.
     kernel_size: K, the kernel size that the decomposition stands for (21).
     dilation: d, the dilation of the depth-wise dilated convolution (3); ceil(K/d) must be odd.
-    variant: LKA: "paper" only. VANAttention: "paper" (the default: as drawn, no shortcut) or
-        "official" (the released code: with the shortcut + X).
+    variant: LKA: "paper" or "official" (the same function; "official" initialises as VAN does).
+        VANAttention: "paper" (no shortcut) or "official" (the released Attention, with + X).
 
-Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1.
+Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1; float16/bfloat16 inputs are computed in
+their own precision (convolutions and one product: no long sum that can overflow).
 """
 import math
 
@@ -40,18 +47,27 @@ import torch
 from torch import nn
 
 
-def _check_input(module: nn.Module, x: object) -> None:
-    name = type(module).__name__
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != module.channels:
-        raise ValueError(f"{name} expects input of shape (B, {module.channels}, H, W), got {tuple(x.shape)}")
+def _van_init_(conv: nn.Conv2d) -> None:
+    """VAN's _init_weights for a Conv2d: weight ~ N(0, 2 / fan_out), fan_out = k_h k_w C_out / groups;
+    bias = 0."""
+    fan_out = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels // conv.groups
+    nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / fan_out))
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
 
 
 class LKA(nn.Module):
-    """Large Kernel Attention: Output = Conv1x1(DW-D-Conv(DW-Conv(F))) * F, no sigmoid."""
+    """Large Kernel Attention: Output = Conv1x1(DW-D-Conv(DW-Conv(F))) * F, no sigmoid.
 
-    VARIANTS = ("paper",)
+    Args:
+        channels: C, channels of the input.
+        kernel_size: K, the kernel the decomposition stands for (21).
+        dilation: d, dilation of DW-D-Conv (3); ceil(K / d) must be odd.
+        variant: "paper" or "official": the same function and tensors; "official" initialises
+            the convolutions as the official VAN network does.
+    """
+
+    VARIANTS = ("paper", "official")
 
     def __init__(self, channels: int, *, kernel_size: int = 21, dilation: int = 3, variant: str = "paper"):
         super().__init__()
@@ -70,25 +86,33 @@ class LKA(nn.Module):
             channels, channels, dilated, padding=dilation * (dilated - 1) // 2, groups=channels, dilation=dilation
         )
         self.conv1 = nn.Conv2d(channels, channels, 1)                  # Conv1x1: mixes channels
+        if variant == "official":
+            for conv in (self.conv0, self.conv_spatial, self.conv1):
+                _van_init_(conv)
 
     def attention(self, f: torch.Tensor) -> torch.Tensor:
         """Attention = Conv1x1(DW-D-Conv(DW-Conv(F))), shape (B, C, H, W), unbounded."""
         return self.conv1(self.conv_spatial(self.conv0(f)))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        _check_input(self, f)
+        _check_input("LKA", f, self.channels, self.conv1.weight)
         return self.attention(f) * f                                    # Attention (x) F
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, kernel_size={self.kernel_size}, dilation={self.dilation}"
+        return (f"channels={self.channels}, kernel_size={self.kernel_size}, dilation={self.dilation}, "
+                f"variant={self.variant!r}")
 
 
 class VANAttention(nn.Module):
     """VAN's attention block: proj_2(LKA(GELU(proj_1(X)))) [+ X].
 
-    variant="paper" (default) is the figure, without the shortcut; variant="official" adds + X
-    as the released SpatialAttention does: create("van_attention", C, variant="official") is the
-    block with the shortcut.
+    Args:
+        channels: C, channels of the input.
+        kernel_size: K of the LKA inside (21).
+        dilation: d of the LKA inside (3).
+        variant: "paper" (default: no shortcut) or "official" (the released Attention: + X, and
+            VAN's initialisation): create("van_attention", C, variant="official") is the block
+            with the shortcut.
     """
 
     VARIANTS = ("paper", "official")
@@ -98,18 +122,94 @@ class VANAttention(nn.Module):
         if variant not in self.VARIANTS:
             raise ValueError(f"VANAttention: variant must be one of {self.VARIANTS}, got {variant!r}")
         self.channels, self.variant = channels, variant
+        self.shortcut = variant == "official"
         self.proj_1 = nn.Conv2d(channels, channels, 1)                 # proj_1
         self.activation = nn.GELU()                                    # GELU (erf form)
-        self.spatial_gating_unit = LKA(channels, kernel_size=kernel_size, dilation=dilation)
+        self.spatial_gating_unit = LKA(channels, kernel_size=kernel_size, dilation=dilation, variant=variant)
         self.proj_2 = nn.Conv2d(channels, channels, 1)                 # proj_2
+        if variant == "official":
+            _van_init_(self.proj_1)
+            _van_init_(self.proj_2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x)
+        _check_input("VANAttention", x, self.channels, self.proj_1.weight)
         y = self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x))))
-        return y + x if self.variant == "official" else y              # the official shortcut
+        if self.shortcut:                                              # the official shortcut
+            return y + x
+        return y
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, variant={self.variant!r}"
 
 
+# The official names are ours (same attributes, same order): nothing to rename.
+_OFFICIAL_PREFIXES = ()
+
+
+def convert_official_state_dict(state_dict: dict) -> dict:
+    """An official LKA or Attention state dict (models/van.py) with this module's keys: the keys are
+    the same, so it is returned as a plain dict. For a block of a released VAN checkpoint, take the
+    keys under its prefix, e.g. "block1.0.attn." (VANAttention) or "block1.0.attn.spatial_gating_unit."
+    (LKA), without that prefix."""
+    return _rename_official(dict(state_dict), _OFFICIAL_PREFIXES)
+
+
 REGISTRY = {"lka": LKA, "van_attention": VANAttention}
+
+
+# %% book/src/lka.md, cell 15
+# The input checks every module runs first (one source: book/src/include/input_checks.py).
+# Plain torch and string operations, so that torch.jit.script, torch.jit.trace,
+# torch.compile(fullgraph=True), torch.export and ONNX export all keep working.
+from typing import List, Optional
+
+
+def _shape_str(shape: List[int]) -> str:
+    """A shape written as Python writes a tuple: (2, 16, 7, 9)."""
+    if len(shape) == 1:
+        return "(" + str(shape[0]) + ",)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _autocast_is_on(x: torch.Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def _check_input(module: str, x: torch.Tensor, channels: int,
+                 weight: Optional[torch.Tensor] = None) -> None:
+    """Refuse what `module` cannot compute, naming the module, what it expects and what it got:
+    a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a non-floating dtype, and
+    (outside autocast) an input whose dtype differs from the module's weights."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+        raise ValueError(module + " expects input of shape (B, " + str(channels)
+                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+    if not x.is_floating_point():
+        raise TypeError(module + " expects a floating-point tensor, got dtype " + str(x.dtype))
+    if weight is not None and x.dtype != weight.dtype and not _autocast_is_on(x):
+        raise TypeError(module + " has " + str(weight.dtype) + " weights but got a "
+                        + str(x.dtype) + " input: convert the module or the input")
+
+
+# %% book/src/lka.md, cell 16
+# Renaming official checkpoint keys (one source: book/src/include/official_keys.py).
+def _rename_official(state_dict: dict, prefixes) -> dict:
+    """Rename the keys of an official state dict to this module's. `prefixes` holds (official,
+    ours) pairs of submodule paths ending in "."; the first pair that matches a key, at its start
+    or after a ".", renames it, so the keys of a whole network's checkpoint convert too (the part
+    before the module is kept). Keys no pair matches are kept; the order of the keys is kept."""
+    converted = {}
+    for key, value in state_dict.items():
+        for official, ours in prefixes:
+            if key.startswith(official):
+                key = ours + key[len(official):]
+                break
+            at = key.find("." + official)
+            if at >= 0:
+                key = key[: at + 1] + ours + key[at + 1 + len(official):]
+                break
+        converted[key] = value
+    return converted

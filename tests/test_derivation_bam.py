@@ -61,7 +61,7 @@ def no_dilation(m):
 
 
 def max_pooling(m):
-    m.channel_gate.pool = Reduce("b c h w -> b c", "max")
+    m.squeeze = Reduce("b c h w -> b c", "max").forward          # an instance attribute hides the method
 
 
 def final_bn_forgotten(m):
@@ -129,9 +129,96 @@ def test_the_paper_and_official_combinations_differ():
     assert (paper.combine(m_c, m_s) - official.combine(m_c, m_s)).abs().max() > 0.1
 
 
-def test_batch_of_one_fails_in_training_and_works_in_eval():
+def test_batch_of_one_is_refused_in_training_and_works_in_eval():
+    """Before: PyTorch's own BatchNorm1d error from inside. Now: a ValueError naming BAM, what it
+    needs and the shape."""
     for variant in BAM.VARIANTS:
         block = BAM(16, variant=variant)
-        with pytest.raises(ValueError, match="more than 1 value per channel"):
+        with pytest.raises(ValueError, match=r"BAM in training mode needs a batch of at least 2.*\(1, 16, 7, 9\)"):
             block.train()(torch.randn(1, 16, 7, 9))
         assert tuple(block.eval()(torch.randn(1, 16, 7, 9)).shape) == (1, 16, 7, 9)
+        assert tuple(block.train()(torch.randn(2, 16, 1, 1)).shape) == (2, 16, 1, 1)
+
+
+def test_min_width():
+    for variant in BAM.VARIANTS:
+        m = BAM(16, min_width=8, variant=variant)
+        assert m.channel_gate.fc0.out_features == 8 and m.spatial_gate.f0.out_channels == 8
+        for check in CHECKS:
+            check(m)
+    assert BAM(256, min_width=8).channel_gate.fc0.out_features == 16
+    with pytest.raises(ValueError, match="min_width"):
+        BAM(16, min_width=0)
+
+
+def test_official_initialisation_is_the_one_of_model_resnet():
+    """MODELS/model_resnet.py, ResNet.__init__: conv weights kaiming_normal(fan_out), BN weights 1,
+    every bias 0; the Linear weights keep PyTorch's default."""
+    torch.manual_seed(0)
+    m = BAM(64, variant="official")
+    paper = BAM(64)
+    for name, p in m.named_parameters():
+        if name.endswith("bias"):
+            assert torch.equal(p, torch.zeros_like(p)), name
+    for layer in m.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            assert torch.equal(layer.weight, torch.ones_like(layer.weight))
+    for name, fan_out in (("f0", 4), ("f1", 36), ("f2", 36)):
+        conv = getattr(m.spatial_gate, name)
+        assert 0.75 < conv.weight.std().item() / (2 / fan_out) ** 0.5 < 1.33, name
+    assert not torch.equal(paper.spatial_gate.f0.bias, torch.zeros(4))          # paper: PyTorch's default
+    assert 0.75 < m.channel_gate.fc0.weight.std().item() / paper.channel_gate.fc0.weight.std().item() < 1.33
+
+
+# MODELS/bam.py at 459efad, BAM(gate_channel=C) (reduction 16, dilation 4): keys, shapes, order
+def official_layout(c):
+    k = c // 16
+    layout = [("channel_att.gate_c.gate_c_fc_0.weight", (k, c)), ("channel_att.gate_c.gate_c_fc_0.bias", (k,))]
+    layout += [(f"channel_att.gate_c.gate_c_bn_1.{s}", (k,)) for s in ("weight", "bias", "running_mean", "running_var")]
+    layout += [("channel_att.gate_c.gate_c_bn_1.num_batches_tracked", ()),
+               ("channel_att.gate_c.gate_c_fc_final.weight", (c, k)), ("channel_att.gate_c.gate_c_fc_final.bias", (c,))]
+    for conv, bn, c_in, size in (("conv_reduce0", "bn_reduce0", c, 1), ("conv_di_0", "bn_di_0", k, 3),
+                                 ("conv_di_1", "bn_di_1", k, 3)):
+        layout += [(f"spatial_att.gate_s.gate_s_{conv}.weight", (k, c_in, size, size)),
+                   (f"spatial_att.gate_s.gate_s_{conv}.bias", (k,))]
+        layout += [(f"spatial_att.gate_s.gate_s_{bn}.{s}", (k,)) for s in ("weight", "bias", "running_mean", "running_var")]
+        layout += [(f"spatial_att.gate_s.gate_s_{bn}.num_batches_tracked", ())]
+    layout += [("spatial_att.gate_s.gate_s_conv_final.weight", (1, k, 1, 1)),
+               ("spatial_att.gate_s.gate_s_conv_final.bias", (1,))]
+    return layout
+
+
+def official_bam_forward(x, sd, eps=1e-5):
+    """BAM.forward of MODELS/bam.py (eval mode), written out: att = 1 + sigmoid(channel * spatial)."""
+    def bn(v, prefix):
+        shape = (1, -1) + (1,) * (v.dim() - 2)
+        mean, var = sd[prefix + "running_mean"].view(shape), sd[prefix + "running_var"].view(shape)
+        return (v - mean) / torch.sqrt(var + eps) * sd[prefix + "weight"].view(shape) + sd[prefix + "bias"].view(shape)
+
+    c, s = "channel_att.gate_c.gate_c_", "spatial_att.gate_s.gate_s_"
+    pooled = nn.functional.avg_pool2d(x, x.size(2), stride=x.size(2)).flatten(1)
+    h = torch.relu(bn(pooled @ sd[c + "fc_0.weight"].T + sd[c + "fc_0.bias"], c + "bn_1."))
+    channel = (h @ sd[c + "fc_final.weight"].T + sd[c + "fc_final.bias"])[:, :, None, None]
+    y = x
+    for conv, norm, d in (("conv_reduce0", "bn_reduce0", 1), ("conv_di_0", "bn_di_0", 4), ("conv_di_1", "bn_di_1", 4)):
+        y = nn.functional.conv2d(y, sd[s + conv + ".weight"], sd[s + conv + ".bias"], padding=d if d > 1 else 0, dilation=d)
+        y = torch.relu(bn(y, s + norm + "."))
+    spatial = nn.functional.conv2d(y, sd[s + "conv_final.weight"], sd[s + "conv_final.bias"])
+    return (1 + torch.sigmoid(channel * spatial)) * x
+
+
+def test_an_official_state_dict_loads_and_matches_the_official_forward():
+    import attn_lib
+    from attn_lib.bam import convert_official_state_dict
+
+    g = torch.Generator().manual_seed(0)
+    sd = {k: (0.5 * torch.randn(s, generator=g) if s else torch.tensor(3)) for k, s in official_layout(32)}
+    for k in sd:
+        if k.endswith("running_var"):
+            sd[k] = torch.rand(sd[k].shape, generator=g) + 0.5
+    block = attn_lib.load_official("bam", sd, 32).double().eval()
+    assert list(convert_official_state_dict(sd)) == list(block.state_dict())
+    x = torch.randn(2, 32, 9, 9, generator=g, dtype=torch.float64) + 1.0
+    sd64 = {k: v.double() for k, v in sd.items()}
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), official_bam_forward(x, sd64), rtol=1e-10, atol=1e-12)

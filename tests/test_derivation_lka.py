@@ -159,3 +159,56 @@ def test_checks_reject_broken_van_attention(mutant):
 def test_lka_refuses_an_even_dilated_kernel():
     with pytest.raises(ValueError, match="odd"):
         LKA(C, kernel_size=21, dilation=4)
+
+
+# ----------------------------------------------------------------------------- official variant
+def test_lka_official_is_the_same_function_with_vans_initialisation():
+    paper, official = LKA(C), LKA(C, variant="official")
+    assert [(k, v.shape) for k, v in paper.state_dict().items()] == [
+        (k, v.shape) for k, v in official.state_dict().items()]
+    official.load_state_dict(paper.state_dict())
+    x = torch.randn(2, C, 9, 11)
+    assert torch.equal(paper(x), official(x))
+    torch.manual_seed(0)
+    fresh = LKA(64, variant="official")
+    for conv, fan_out in ((fresh.conv0, 25), (fresh.conv_spatial, 49), (fresh.conv1, 64)):
+        assert torch.equal(conv.bias, torch.zeros_like(conv.bias))          # Block._init_weights
+        assert 0.8 < conv.weight.std().item() / (2 / fan_out) ** 0.5 < 1.25
+
+
+# models/van.py at e19779b, class Attention(d_model) with its LKA: keys, shapes, order
+def official_layout(d):
+    return [("proj_1.weight", (d, d, 1, 1)), ("proj_1.bias", (d,)),
+            ("spatial_gating_unit.conv0.weight", (d, 1, 5, 5)), ("spatial_gating_unit.conv0.bias", (d,)),
+            ("spatial_gating_unit.conv_spatial.weight", (d, 1, 7, 7)),
+            ("spatial_gating_unit.conv_spatial.bias", (d,)),
+            ("spatial_gating_unit.conv1.weight", (d, d, 1, 1)), ("spatial_gating_unit.conv1.bias", (d,)),
+            ("proj_2.weight", (d, d, 1, 1)), ("proj_2.bias", (d,))]
+
+
+def official_attention_forward(x, sd):
+    """Attention.forward (models/van.py, e19779b), LKA.forward inside, written out."""
+    d = x.shape[1]
+    y = nnf.gelu(nnf.conv2d(x, sd["proj_1.weight"], sd["proj_1.bias"]))
+    a = nnf.conv2d(y, sd["spatial_gating_unit.conv0.weight"], sd["spatial_gating_unit.conv0.bias"],
+                   padding=2, groups=d)
+    a = nnf.conv2d(a, sd["spatial_gating_unit.conv_spatial.weight"], sd["spatial_gating_unit.conv_spatial.bias"],
+                   padding=9, dilation=3, groups=d)
+    a = nnf.conv2d(a, sd["spatial_gating_unit.conv1.weight"], sd["spatial_gating_unit.conv1.bias"])
+    return nnf.conv2d(y * a, sd["proj_2.weight"], sd["proj_2.bias"]) + x
+
+
+def test_an_official_state_dict_loads_and_matches_the_official_forward():
+    import attn_lib
+
+    g = torch.Generator().manual_seed(0)
+    sd = {k: 0.3 * torch.randn(s, generator=g) for k, s in official_layout(8)}
+    block = attn_lib.load_official("van_attention", sd, 8).double().eval()
+    assert list(block.state_dict()) == list(sd)
+    x = torch.randn(2, 8, 10, 13, generator=g, dtype=torch.float64)
+    sd64 = {k: v.double() for k, v in sd.items()}
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), official_attention_forward(x, sd64), rtol=1e-10, atol=1e-12)
+    prefix = "spatial_gating_unit."
+    lka = attn_lib.load_official("lka", {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, 8)
+    assert torch.equal(lka.conv1.weight, sd["spatial_gating_unit.conv1.weight"])

@@ -146,7 +146,9 @@ def timer(module, x, backward, min_run_time):
     if backward:
         module.train()
         xg = x.clone().requires_grad_(True)
-        stmt, env = "m(x).sum().backward()", {"m": module, "x": xg}
+        with torch.no_grad():
+            g = torch.randn_like(module(x))          # a dense output gradient, as in a network
+        stmt, env = "m(x).backward(g)", {"m": module, "x": xg, "g": g}
     else:
         module.eval()
         stmt, env = "with torch.no_grad(): m(x)", {"m": module, "x": x, "torch": torch}

@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "official"
 
 # entry: harness spec, its constructor keywords, the registry name and the keywords that build
-# the same module with attn_lib.load_official, the input (C, H, W), and how the official
-# module's output becomes the library module's output (most are the same).
+# the same module with attn_lib.load_official, the input (C, H, W), how the official module's
+# output becomes the library module's output (most are the same), and, where the official
+# network rather than the module initialises it, init_from=(network spec, keywords, submodule).
 FIXTURES = {
     "simam": dict(spec="simam", kwargs={}, name="simam", create={}, shape=(16, 7, 9)),
     "strip_pooling": dict(spec="strip_pooling_spm", kwargs=dict(inplanes=32, outplanes=32),
@@ -43,12 +44,16 @@ FIXTURES = {
                    shape=(32, 12, 12)),
     "sc_bottleneck": dict(spec="scbottleneck", kwargs=dict(inplanes=64, planes=16),
                           name="sc_bottleneck", create={}, shape=(64, 12, 12)),
-    "lka": dict(spec="lka", kwargs=dict(dim=16), name="lka", create={}, shape=(16, 9, 11)),
+    "lka": dict(spec="lka", kwargs=dict(dim=16), name="lka", create={}, shape=(16, 9, 11),
+                init_from=("van_block", dict(dim=16), "attn.spatial_gating_unit")),
     "van_attention": dict(spec="van_attention", kwargs=dict(d_model=16), name="van_attention",
-                          create={}, shape=(16, 9, 11)),
-    "cbam": dict(spec="cbam", kwargs=dict(gate_channels=32, reduction_ratio=16), name="cbam",
-                 create=dict(reduction=16), shape=(32, 7, 9)),
-    "bam": dict(spec="bam", kwargs=dict(gate_channel=32), name="bam", create={}, shape=(32, 8, 8)),
+                          create={}, shape=(16, 9, 11),
+                          init_from=("van_block", dict(dim=16), "attn")),
+    "cbam": dict(spec="cbam", kwargs=dict(gate_channels=64, reduction_ratio=16), name="cbam",
+                 create=dict(reduction=16), shape=(64, 7, 9),
+                 init_from=("jongchan_resnet", dict(att_type="CBAM"), "layer1.0.cbam")),
+    "bam": dict(spec="bam", kwargs=dict(gate_channel=64), name="bam", create={}, shape=(64, 8, 8),
+                init_from=("jongchan_resnet", dict(att_type="BAM"), "bam1")),
     "scse": dict(spec="scse", kwargs=dict(num_channels=16, reduction_ratio=2), name="scse",
                  create=dict(reduction=2), shape=(16, 7, 9)),
     "psa_parallel": dict(spec="psa_p", kwargs=dict(inplanes=32, planes=32), name="psa_parallel",
@@ -81,6 +86,14 @@ def load_harness(path: str):
     harness = importlib.util.module_from_spec(spec)
     sys.modules["official_harness"] = harness
     spec.loader.exec_module(harness)
+    # Official networks whose constructors initialise the attention modules (FIXTURES init_from):
+    # VAN's Block/VAN and Jongchan's ResNet do; the modules themselves do not.
+    van, jongchan = "Visual-Attention-Network/VAN-Classification", "Jongchan/attention-module"
+    harness.SPECS.setdefault("van_block", harness.Spec(van, {"van.py": "models/van.py"}, "van", "Block", dict(dim=64)))
+    harness.SPECS.setdefault("jongchan_resnet", harness.Spec(
+        jongchan, {"cbam.py": "MODELS/cbam.py", "bam.py": "MODELS/bam.py", "model_resnet.py": "MODELS/model_resnet.py"},
+        "model_resnet", "ResidualNet", dict(network_type="CIFAR10", depth=18, num_classes=10, att_type="CBAM"),
+        patches={"bam.py": [("self.gate_activation = gate_activation", "self.gate_activation = None")]}))
     return harness
 
 
@@ -88,6 +101,11 @@ def record(harness, entry: str, info: dict) -> dict:
     torch.manual_seed(0)
     official = harness.load_official(info["spec"], **info["kwargs"]).double()
     initial = {k: v.clone() for k, v in official.state_dict().items()}      # the official init
+    if "init_from" in info:                 # initialised by the official network, not the module
+        net_spec, net_kwargs, path = info["init_from"]
+        torch.manual_seed(0)
+        net = harness.load_official(net_spec, **net_kwargs).double()
+        initial = {k: v.clone() for k, v in net.get_submodule(path).state_dict().items()}
     harness.randomize_(official, seed=0)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, *info["shape"], generator=g, dtype=torch.float64)
