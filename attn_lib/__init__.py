@@ -69,9 +69,12 @@ def create(name: str, channels: int, **kwargs) -> nn.Module:
     return cls(channels, **kwargs)
 
 
-def _official_name(source, key: str) -> str:
-    """This module's key written with the official code's names (for error messages)."""
-    for official, ours in getattr(source, "_OFFICIAL_PREFIXES", ()):
+def _official_name(source, key: str, given=()) -> str:
+    """This module's key written with the official code's names (for error messages). Where
+    several official layouts map to the same key, the one the given state dict uses wins."""
+    pairs = tuple(getattr(source, "_OFFICIAL_PREFIXES", ()))
+    used = tuple(p for p in pairs if any(k.startswith(p[0]) or ("." + p[0]) in k for k in given))
+    for official, ours in used + pairs:
         if key.startswith(ours):
             return official + key[len(ours):]
     return key
@@ -100,7 +103,7 @@ def load_official(name: str, state_dict: Mapping[str, torch.Tensor], channels: i
     converted = convert(dict(state_dict))
     given = dict(zip(converted, state_dict)) if len(converted) == len(state_dict) else {}
     ours = module.state_dict()
-    missing = [_official_name(source, k) for k in ours if k not in converted]
+    missing = [_official_name(source, k, state_dict) for k in ours if k not in converted]
     unexpected = [given.get(k, k) for k in converted if k not in ours]
     wrong = [f"{given.get(k, k)}: got {tuple(v.shape)}, expected {tuple(ours[k].shape)}"
              for k, v in converted.items() if k in ours and tuple(v.shape) != tuple(ours[k].shape)]

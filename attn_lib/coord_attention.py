@@ -10,52 +10,64 @@
     s^h = sigma(Conv_h(f^h)),   s^w = sigma(Conv_w(f^w))
     Y = X * s^h * s^w,          y_c(i, j) = x_c(i, j) s^h_c(i) s^w_c(j)
 
-Official code consulted: github.com/houqb/CoordAttention (coordatt.py, and mbv2_ca.py, which
-computes the same with conv_h, conv_w named conv2, conv3). It uses the width
-mip = max(8, C // r) where the paper writes C / r, gives the three 1x1 convolutions biases, and
-uses h-swish for delta, which the paper leaves unnamed. Both variants use the width
-max(min_width, C // r) with min_width = 8 by default (the official floor; min_width=1 gives the
-paper's literal C / r, clamped to one channel) and h-swish by default. variant="official" adds the
-biases; it keeps the parameter names of coordatt.py (conv1, bn1, conv_h, conv_w), so its state
-dicts load unchanged. The official AdaptiveAvgPool2d((None, 1)) pools are written as means (same
-values, ONNX-friendly).
+Official code consulted: github.com/houqb/CoordAttention at commit 7619bea, coordatt.py, class
+CoordAtt (and mbv2_ca.py, whose CoordAtt computes the same with conv_h, conv_w named conv2,
+conv3). It uses the width mip = max(8, C // r) where the paper writes C / r, gives the three 1x1
+convolutions biases, uses h-swish for delta, and pools with AdaptiveAvgPool2d((None, 1)) and
+((1, None)), the same means as here. variant="official" has the biases and the width
+max(8, C // r), with coordatt.py's parameter names in its order (its state dicts load unchanged;
+convert_official_state_dict renames mbv2_ca.py's conv2, conv3). Both variants keep PyTorch's
+default initialisation, as CoordAtt does (mbv2_ca.py re-initialises the whole network).
 
 Args:
     channels: C, channels of the input.
     reduction: r, the reduction ratio (default 32); the intermediate width "C / r" is
-        max(min_width, C // r), in both variants.
-    min_width: floor on that width (no paper symbol), an int >= 1. Default 8, as the official
-        code's mip = max(8, C // r); 1 gives the paper's literal C / r, clamped to one channel.
+        max(min_width, C // r).
+    min_width: floor on that width (no paper symbol), an int >= 1, or None for the variant's
+        rule: 1 in the paper variant (the paper's C / r, clamped to one channel), 8 in the
+        official one (the official mip = max(8, C // r)).
     activation: delta: "h_swish" (default, the official code), "relu", or "sigmoid".
-    variant: "paper" (the equations: no biases) or "official" (the released code).
+    variant: "paper" (the equations: no biases, width C / r) or "official" (the released code).
 
-Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1. In training mode BatchNorm normalises over
-the B * (H + W) strip positions, so a batch of one works.
+Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1 (a 1 x 1 map has one row and one column). In
+training mode BatchNorm normalises over the B * (H + W) >= 2 strip positions, so a batch of one
+works. float16/bfloat16 inputs are computed in their own precision (means over one axis and
+small 1x1 convolutions cannot overflow).
 """
+from typing import Optional, Tuple
+
 import torch
-from einops.layers.torch import Rearrange, Reduce
 from torch import nn
 from torch.nn import functional as F
 
 
 class HSwish(nn.Module):
-    """h-swish(t) = t * ReLU6(t + 3) / 6, in the official code's order of operations."""
+    """h-swish(t) = t * ReLU6(t + 3) / 6, the official code's delta (F.hardswish computes this
+    formula in one pass)."""
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return t * (F.relu6(t + 3) / 6)
+        return F.hardswish(t)
 
 
 _ACTIVATIONS = {"h_swish": HSwish, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
 
 
 class CoordAttention(nn.Module):
-    """Coordinate Attention: Y = X * s^h * s^w, a row gate times a column gate per channel."""
+    """Coordinate Attention: Y = X * s^h * s^w, a row gate times a column gate per channel.
+
+    Args:
+        channels: C, channels of the input.
+        reduction: r (default 32); width max(min_width, C // r).
+        min_width: floor on the width; None: 1 (paper) or 8 (official, the code's mip).
+        activation: delta: "h_swish" (default), "relu" or "sigmoid".
+        variant: "paper" (no biases, width C / r) or "official" (biases, width max(8, C // r)).
+    """
 
     VARIANTS = ("paper", "official")
     ACTIVATIONS = tuple(_ACTIVATIONS)
 
-    def __init__(self, channels: int, *, reduction: int = 32, min_width: int = 8, activation: str = "h_swish",
-                 variant: str = "paper"):
+    def __init__(self, channels: int, *, reduction: int = 32, min_width: Optional[int] = None,
+                 activation: str = "h_swish", variant: str = "paper"):
         super().__init__()
         if variant not in self.VARIANTS:
             raise ValueError(f"CoordAttention: variant must be one of {self.VARIANTS}, got {variant!r}")
@@ -63,33 +75,39 @@ class CoordAttention(nn.Module):
             raise ValueError(f"CoordAttention: activation must be one of {self.ACTIVATIONS}, got {activation!r}")
         if reduction < 1:
             raise ValueError(f"CoordAttention: reduction must be >= 1, got {reduction}")
+        official = variant == "official"
+        if min_width is None:
+            min_width = 8 if official else 1                                     # the official mip; the paper's C / r
         if isinstance(min_width, bool) or not isinstance(min_width, int) or min_width < 1:
-            raise ValueError(f"CoordAttention: min_width must be an int >= 1, got {min_width!r}")
+            raise ValueError(f"CoordAttention: min_width must be an int >= 1 or None, got {min_width!r}")
         self.channels, self.reduction, self.activation, self.variant = channels, reduction, activation, variant
         self.min_width = min_width
-        official = variant == "official"
         self.hidden = max(min_width, channels // reduction)                      # C / r (official: mip)
-        self.pool_h = Reduce("b c h w -> b c h 1", "mean")                       # z^h: (B, C, H, 1)
-        self.pool_w = Reduce("b c h w -> b c w 1", "mean")                       # z^w: (B, C, W, 1)
+        # registered in the official order: conv1, bn1, conv_h, conv_w
         self.conv1 = nn.Conv2d(channels, self.hidden, 1, bias=official)          # Conv_1, shared
         self.bn1 = nn.BatchNorm2d(self.hidden)                                   # BN
         self.act = _ACTIVATIONS[activation]()                                    # delta
         self.conv_h = nn.Conv2d(self.hidden, channels, 1, bias=official)         # Conv_h
         self.conv_w = nn.Conv2d(self.hidden, channels, 1, bias=official)         # Conv_w
-        self.to_row = Rearrange("b k w 1 -> b k 1 w")                            # f^w as a row
 
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """z^h (B, C, H, 1) and z^w laid out as (B, C, W, 1)."""
-        return self.pool_h(x), self.pool_w(x)
+        z_h = x.mean(3, keepdim=True)                                            # "b c h w -> b c h 1"
+        z_w = x.mean(2, keepdim=True).transpose(2, 3)                            # "b c h w -> b c w 1"
+        return z_h, z_w
 
-    def split(self, f: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def split(self, f: torch.Tensor, h: int, w: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """f^h, f^w = Split(f): the first H strip positions, then the last W."""
         f_h, f_w = torch.split(f, [h, w], dim=2)
         return f_h, f_w
 
-    def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def to_row(self, f_w: torch.Tensor) -> torch.Tensor:
+        """f^w from (B, C/r, W, 1) back to a row, (B, C/r, 1, W)."""
+        return f_w.transpose(2, 3)                                               # "b k w 1 -> b k 1 w"
+
+    def gates(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """s^h of shape (B, C, H, 1) and s^w of shape (B, C, 1, W), both in (0, 1)."""
-        h, w = x.shape[-2:]
+        h, w = x.shape[2], x.shape[3]
         z_h, z_w = self.embed(x)
         f = self.act(self.bn1(self.conv1(torch.cat([z_h, z_w], dim=2))))        # f: (B, C/r, H + W, 1)
         f_h, f_w = self.split(f, h, w)                                           # (B, C/r, H, 1), (B, C/r, W, 1)
@@ -98,10 +116,7 @@ class CoordAttention(nn.Module):
         return s_h, s_w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"CoordAttention expects a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"CoordAttention expects input of shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        _check_input("CoordAttention", x, self.channels, self.conv1.weight)
         s_h, s_w = self.gates(x)
         return x * s_w * s_h                                                     # Y = X s^h s^w (the code's order)
 
@@ -110,4 +125,76 @@ class CoordAttention(nn.Module):
                 f"activation={self.activation!r}, variant={self.variant!r}")
 
 
+_OFFICIAL_PREFIXES = (
+    ("conv_h.", "conv_h."), ("conv_w.", "conv_w."),       # coordatt.py: our names already
+    ("conv2.", "conv_h."), ("conv3.", "conv_w."),         # mbv2_ca.py
+)
+
+
+def convert_official_state_dict(state_dict: dict) -> dict:
+    """Map an official CoordAtt's keys to this module's (variant="official"), keeping their order:
+    coordatt.py's conv1, bn1, conv_h, conv_w are already ours; mbv2_ca.py's conv2, conv3 become
+    conv_h, conv_w. The part of a key before the block (e.g. "features.2.conv.6.") is kept. Give
+    it one block's keys: in a whole network, layers of other blocks may be called conv2 too."""
+    return _rename_official(state_dict, _OFFICIAL_PREFIXES)
+
+
 REGISTRY = {"coord_attention": CoordAttention}
+
+
+# %% book/src/coord_attention.md, cell 17
+# The input checks every module runs first (one source: book/src/include/input_checks.py).
+# Plain torch and string operations, so that torch.jit.script, torch.jit.trace,
+# torch.compile(fullgraph=True), torch.export and ONNX export all keep working.
+from typing import List, Optional
+
+
+def _shape_str(shape: List[int]) -> str:
+    """A shape written as Python writes a tuple: (2, 16, 7, 9)."""
+    if len(shape) == 1:
+        return "(" + str(shape[0]) + ",)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _autocast_is_on(x: torch.Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def _check_input(module: str, x: torch.Tensor, channels: int,
+                 weight: Optional[torch.Tensor] = None) -> None:
+    """Refuse what `module` cannot compute, naming the module, what it expects and what it got:
+    a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a non-floating dtype, and
+    (outside autocast) an input whose dtype differs from the module's weights."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+        raise ValueError(module + " expects input of shape (B, " + str(channels)
+                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+    if not x.is_floating_point():
+        raise TypeError(module + " expects a floating-point tensor, got dtype " + str(x.dtype))
+    if weight is not None and x.dtype != weight.dtype and not _autocast_is_on(x):
+        raise TypeError(module + " has " + str(weight.dtype) + " weights but got a "
+                        + str(x.dtype) + " input: convert the module or the input")
+
+
+# %% book/src/coord_attention.md, cell 18
+# Renaming official checkpoint keys (one source: book/src/include/official_keys.py).
+def _rename_official(state_dict: dict, prefixes) -> dict:
+    """Rename the keys of an official state dict to this module's. `prefixes` holds (official,
+    ours) pairs of submodule paths ending in "."; the first pair that matches a key, at its start
+    or after a ".", renames it, so the keys of a whole network's checkpoint convert too (the part
+    before the module is kept). Keys no pair matches are kept; the order of the keys is kept."""
+    converted = {}
+    for key, value in state_dict.items():
+        for official, ours in prefixes:
+            if key.startswith(official):
+                key = ours + key[len(official):]
+                break
+            at = key.find("." + official)
+            if at >= 0:
+                key = key[: at + 1] + ours + key[at + 1 + len(official):]
+                break
+        converted[key] = value
+    return converted

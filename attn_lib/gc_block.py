@@ -13,37 +13,53 @@ Options as in the official code: pooling="avg" replaces the attention pooling by
 (alpha_j = 1/N_p); fusion="mul" gives z_i = x_i * sigmoid(t). pooling="avg", fusion="mul" with
 the LayerNorm removed is the SE block.
 
-Official code consulted: class ContextBlock, mmdet/ops/gcb/context_block.py, read in
-open-mmlab/mmdetection (which supports GCNet, says the README of github.com/xvjiarui/GCNet); the identical class in mmcv,
-mmcv/cnn/bricks/context_block.py; and github.com/xvjiarui/GCNet, mmdet/ops/ct/context_block.py,
-class ContextBlock2d, which computes the same. It gives W_k
-(conv_mask), W_v1 and W_v2 biases, which the paper's formula does not have: variant="official"
+Official code consulted: github.com/xvjiarui/GCNet at commit 029db54,
+mmdet/ops/gcb/context_block.py, class ContextBlock (pooling_type, fusion_types = our pooling,
+fusion; the official block also takes both fusions at once, which this one does not). It gives
+W_k (conv_mask), W_v1 and W_v2 biases, which the paper's formula does not have: variant="official"
 adds them. The bias of W_k cancels in the softmax over positions (it shifts every score by the
 same number), so it never changes the output and its gradient is zero; the other two do change
 it. Parameter names: official conv_mask -> w_k, channel_add_conv / channel_mul_conv -> transform
-(same indices 0, 1, 3). Both variants initialise as the official code: W_k Kaiming-normal
-(fan-in), its bias zero, and the last convolution W_v2 (weight and bias) zero, so that at
-initialisation the block is the identity (fusion="add") or halves its input (fusion="mul",
-sigmoid(0) = 1/2). The hidden width is max(1, C // r), as the official int(C * ratio) but never 0.
-With a hidden width of 1 the LayerNorm maps every input to its shift beta: the block then adds
-a constant vector that does not depend on the input; use C // r >= 2.
+(same indices 0, 1, 3), in the official order; convert_official_state_dict renames a checkpoint's
+keys. variant="official" also initialises as ContextBlock.reset_parameters: W_k Kaiming-normal
+(fan-in, ReLU gain), its bias zero, and the last convolution W_v2 (weight and bias) zero, so that
+at initialisation the block is the identity (fusion="add") or halves its input (fusion="mul",
+sigmoid(0) = 1/2). variant="paper" keeps PyTorch's default initialisation (we found no
+initialisation in the paper).
 
 Args:
     channels: C, channels of the input.
-    reduction: r, bottleneck ratio; the hidden width is max(1, C // r).
+    reduction: r, bottleneck ratio; the hidden width is max(min_width, C // r).
+    min_width: smallest hidden width, default 1 in both variants (the paper's C / r; the official
+        int(C * ratio) is the same, but 0 for C < r). A width of 1 or 2 makes the LayerNorm
+        degenerate (over one value it outputs its shift beta for every input, over two values
+        beta +- gamma): the block warns at construction; use min_width >= 3.
     pooling: "att" (attention pooling, the paper's) or "avg" (global average pooling).
     fusion: "add" (z = x + t, the paper's) or "mul" (z = x * sigmoid(t)).
-    variant: "paper" (no biases, as the formula) or "official" (biases on the three convolutions).
+    variant: "paper" (no biases, as the formula) or "official" (biases on the three
+        convolutions and the official initialisation).
 
-Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1.
+Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1; a batch of one trains (LayerNorm, no
+BatchNorm). float16/bfloat16 inputs: the softmax over the N_p positions runs in float32, the
+rest in the input's precision (the context is a weighted average, it cannot overflow).
 """
+import warnings
+
 import torch
-from einops.layers.torch import Rearrange, Reduce
 from torch import nn
 
 
 class GCBlock(nn.Module):
-    """Global Context block: z_i = x_i + W_v2 ReLU(LN(W_v1 sum_j softmax_j(W_k x_j) x_j))."""
+    """Global Context block: z_i = x_i + W_v2 ReLU(LN(W_v1 sum_j softmax_j(W_k x_j) x_j)).
+
+    Args:
+        channels: C, channels of the input.
+        reduction: r; hidden width max(min_width, C // r).
+        min_width: smallest hidden width (1: the paper's C / r); 1 or 2 warns (degenerate LayerNorm).
+        pooling: "att" (softmax attention, the paper's) or "avg".
+        fusion: "add" (the paper's) or "mul" (a sigmoid gain).
+        variant: "paper" (no biases, PyTorch's init) or "official" (biases, the official init).
+    """
 
     VARIANTS = ("paper", "official")
     POOLINGS = ("att", "avg")
@@ -54,6 +70,7 @@ class GCBlock(nn.Module):
         channels: int,
         *,
         reduction: int = 16,
+        min_width: int = 1,
         pooling: str = "att",
         fusion: str = "add",
         variant: str = "paper",
@@ -65,28 +82,31 @@ class GCBlock(nn.Module):
             raise ValueError(f"GCBlock: pooling must be one of {self.POOLINGS}, got {pooling!r}")
         if fusion not in self.FUSIONS:
             raise ValueError(f"GCBlock: fusion must be one of {self.FUSIONS}, got {fusion!r}")
-        if reduction < 1:
-            raise ValueError(f"GCBlock: reduction must be >= 1, got {reduction}")
-        self.channels, self.reduction, self.variant = channels, reduction, variant
+        if reduction < 1 or min_width < 1:
+            raise ValueError(f"GCBlock: reduction and min_width must be >= 1, got {reduction}, {min_width}")
+        self.channels, self.reduction, self.min_width, self.variant = channels, reduction, min_width, variant
         self.pooling, self.fusion = pooling, fusion
-        hidden = max(1, channels // reduction)
+        self.hidden = max(min_width, channels // reduction)
+        if self.hidden <= 2:
+            warnings.warn(f"GCBlock: hidden width {self.hidden} (C={channels}, r={reduction}) makes the "
+                          f"LayerNorm degenerate: over {'one value it outputs its shift for every input' if self.hidden == 1 else 'two values it outputs only a sign'}; "
+                          "pass min_width=3 or more, or a smaller reduction", UserWarning, stacklevel=2)
         bias = variant == "official"
-        if pooling == "att":
-            self.w_k = nn.Conv2d(channels, 1, 1, bias=bias)              # W_k: one score per position
-            self.positions = Rearrange("b 1 h w -> b (h w)")             # scores as (B, N_p)
-        else:
-            self.squeeze = Reduce("b c h w -> b c 1 1", "mean")          # alpha_j = 1 / N_p
+        # W_k: one score per position (absent with average pooling)
+        self.w_k = nn.Conv2d(channels, 1, 1, bias=bias) if pooling == "att" else None
         self.transform = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1, bias=bias),                   # W_v1: C -> C/r
-            nn.LayerNorm([hidden, 1, 1]),                                # LN over the C/r channels
+            nn.Conv2d(channels, self.hidden, 1, bias=bias),              # W_v1: C -> C/r
+            nn.LayerNorm([self.hidden, 1, 1]),                           # LN over the C/r channels
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 1, bias=bias),                   # W_v2: C/r -> C
+            nn.Conv2d(self.hidden, channels, 1, bias=bias),              # W_v2: C/r -> C
         )
-        self.reset_parameters()
+        if variant == "official":
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Official initialisation: W_k Kaiming-normal (fan-in), W_v2 zero, so the block starts as x + 0."""
-        if self.pooling == "att":
+        """The official initialisation (ContextBlock.reset_parameters): W_k Kaiming-normal (fan-in,
+        ReLU gain) with a zero bias, the last convolution W_v2 zero, so the block starts as x + 0."""
+        if self.w_k is not None:
             nn.init.kaiming_normal_(self.w_k.weight, mode="fan_in", nonlinearity="relu")
             if self.w_k.bias is not None:
                 nn.init.zeros_(self.w_k.bias)
@@ -97,34 +117,106 @@ class GCBlock(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """alpha_j, shape (B, H, W): a softmax over all H * W positions (uniform for pooling="avg")."""
-        batch, _, height, width = x.shape
-        if self.pooling == "avg":
-            return x.new_full((batch, height, width), 1.0 / (height * width))
-        e = self.positions(self.w_k(x))                                  # W_k x_j: (B, N_p)
-        e32 = e.float() if e.element_size() < 4 else e                   # float32 softmax under autocast
-        alpha = torch.softmax(e32, dim=-1).to(e.dtype)                   # over the N_p positions
+        batch, height, width = x.shape[0], x.shape[2], x.shape[3]
+        if self.w_k is None:
+            return torch.full((batch, height, width), 1.0 / (height * width), dtype=x.dtype, device=x.device)
+        e = self.w_k(x).reshape(batch, height * width)                   # W_k x_j: "b 1 h w -> b (h w)"
+        if e.dtype == torch.float16 or e.dtype == torch.bfloat16:
+            alpha = torch.softmax(e.float(), dim=-1).to(e.dtype)         # the softmax in float32
+        else:
+            alpha = torch.softmax(e, dim=-1)                             # over the N_p positions
         return alpha.reshape(batch, height, width)
 
     def context(self, x: torch.Tensor) -> torch.Tensor:
         """c = sum_j alpha_j x_j, shape (B, C, 1, 1)."""
-        if self.pooling == "avg":
-            return self.squeeze(x)
-        c = torch.einsum("bchw,bhw->bc", x, self.attention(x))          # sum over the N_p positions
-        return c[:, :, None, None]
+        batch, channels, height, width = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+        if self.w_k is None:
+            return x.mean((2, 3), keepdim=True)                          # "b c h w -> b c 1 1"
+        alpha = self.attention(x).reshape(batch, height * width, 1).to(x.dtype)
+        # "b c (h w), b (h w) -> b c": the weighted sum over the N_p positions
+        c = torch.bmm(x.reshape(batch, channels, height * width), alpha)
+        return c.reshape(batch, channels, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"GCBlock expects a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"GCBlock expects input of shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        _check_input("GCBlock", x, self.channels, self.transform[0].weight)
         t = self.transform(self.context(x))                              # t = W_v2 ReLU(LN(W_v1 c)): (B, C, 1, 1)
         if self.fusion == "add":
             return x + t                                                 # z_i = x_i + t
         return x * torch.sigmoid(t)                                      # z_i = x_i * sigmoid(t)
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, reduction={self.reduction}, pooling={self.pooling!r}, "
-                f"fusion={self.fusion!r}, variant={self.variant!r}")
+        return (f"channels={self.channels}, reduction={self.reduction}, min_width={self.min_width}, "
+                f"pooling={self.pooling!r}, fusion={self.fusion!r}, variant={self.variant!r}")
+
+
+_OFFICIAL_PREFIXES = (
+    ("conv_mask.", "w_k."), ("channel_add_conv.", "transform."), ("channel_mul_conv.", "transform."),
+)
+
+
+def convert_official_state_dict(state_dict: dict) -> dict:
+    """Map an official ContextBlock's keys (conv_mask.*, channel_add_conv.* or channel_mul_conv.*)
+    to this module's (w_k.*, transform.*), keeping their order and any part before the block
+    (e.g. "backbone.layer2.0.context_block."); the shapes are the same."""
+    return _rename_official(state_dict, _OFFICIAL_PREFIXES)
 
 
 REGISTRY = {"gc": GCBlock}
+
+
+# %% book/src/gc.md, cell 19
+# The input checks every module runs first (one source: book/src/include/input_checks.py).
+# Plain torch and string operations, so that torch.jit.script, torch.jit.trace,
+# torch.compile(fullgraph=True), torch.export and ONNX export all keep working.
+from typing import List, Optional
+
+
+def _shape_str(shape: List[int]) -> str:
+    """A shape written as Python writes a tuple: (2, 16, 7, 9)."""
+    if len(shape) == 1:
+        return "(" + str(shape[0]) + ",)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _autocast_is_on(x: torch.Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def _check_input(module: str, x: torch.Tensor, channels: int,
+                 weight: Optional[torch.Tensor] = None) -> None:
+    """Refuse what `module` cannot compute, naming the module, what it expects and what it got:
+    a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a non-floating dtype, and
+    (outside autocast) an input whose dtype differs from the module's weights."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+        raise ValueError(module + " expects input of shape (B, " + str(channels)
+                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+    if not x.is_floating_point():
+        raise TypeError(module + " expects a floating-point tensor, got dtype " + str(x.dtype))
+    if weight is not None and x.dtype != weight.dtype and not _autocast_is_on(x):
+        raise TypeError(module + " has " + str(weight.dtype) + " weights but got a "
+                        + str(x.dtype) + " input: convert the module or the input")
+
+
+# %% book/src/gc.md, cell 20
+# Renaming official checkpoint keys (one source: book/src/include/official_keys.py).
+def _rename_official(state_dict: dict, prefixes) -> dict:
+    """Rename the keys of an official state dict to this module's. `prefixes` holds (official,
+    ours) pairs of submodule paths ending in "."; the first pair that matches a key, at its start
+    or after a ".", renames it, so the keys of a whole network's checkpoint convert too (the part
+    before the module is kept). Keys no pair matches are kept; the order of the keys is kept."""
+    converted = {}
+    for key, value in state_dict.items():
+        for official, ours in prefixes:
+            if key.startswith(official):
+                key = ours + key[len(official):]
+                break
+            at = key.find("." + official)
+            if at >= 0:
+                key = key[: at + 1] + ours + key[at + 1 + len(official):]
+                break
+        converted[key] = value
+    return converted

@@ -11,20 +11,25 @@ arXiv:2010.03045.
     s_1 = sigma(Conv_1(ZPool(X_1)))         (B, 1, H, C)
     s_2 = sigma(Conv_2(ZPool(X_2)))         (B, 1, C, W)
     Y   = 1/3 (s_0 X + P_m1^{-1}(s_1 X_1) + P_m2^{-1}(s_2 X_2))
-          (no_spatial=True: Y = 1/2 (P_m1^{-1}(s_1 X_1) + P_m2^{-1}(s_2 X_2)))
+        = X * 1/3 (s_0 + P_m1^{-1}(s_1) + P_m2^{-1}(s_2))      (a rotation commutes with products)
+          (no_spatial=True: the identity branch is dropped and the average is over two)
 
 P_m1(X) = torch.rot90(X, 1, dims=(1, 3)), shape (B, W, H, C); P_m2(X) = torch.rot90(X, 1,
 dims=(1, 2)), shape (B, H, C, W): a flip of the spatial axis, then a swap with C.
 
-Official code consulted: github.com/landskape-ai/triplet-attention (triplet_attention.py and
-MODELS/triplet_attention.py). It differs from the formula: (1) it only permutes the axes
-(x.permute(0, 2, 1, 3), x.permute(0, 3, 2, 1)), no flip; with the rotation direction chosen
-here the flip falls on the pooled axis and the two give the same output with the same weights;
-(2) each bias-free k x k convolution is followed by BatchNorm2d(1, eps=1e-5, momentum=0.01).
-variant="official" reproduces both with the official parameter tensors (convert_official_state_dict
-renames an official checkpoint's keys). Deviation in both variants: kernel_size is an option
-(the official code fixes 7). In the official variant, training mode needs more than one value
-per BatchNorm channel (B * P * Q > 1 for every branch).
+Official code consulted: github.com/landskape-ai/triplet-attention at commit 2cf02fb,
+triplet_attention.py (class TripletAttention, gates cw, hc, hw) and the older
+MODELS/triplet_attention.py used by its ImageNet models (gates ChannelGateH, ChannelGateW,
+SpatialGate): the same function under other names. It differs from the formula: (1) it only
+permutes the axes (x.permute(0, 2, 1, 3), x.permute(0, 3, 2, 1)), no flip; with the rotation
+direction chosen here the flip falls on the pooled axis and the two give the same output with
+the same weights; (2) each bias-free k x k convolution is followed by BatchNorm2d(1, eps=1e-5,
+momentum=0.01). variant="official" reproduces both, with the official tensors registered in the
+official order (cw, hc, hw: a load by position pairs the same gates) and PyTorch's default
+initialisation, as the official module (the official ResNets re-initialise the network
+afterwards). convert_official_state_dict maps the keys of either official file. Deviation in
+both variants: kernel_size is an option (the official file fixes 7; the released k = 3
+checkpoints need kernel_size=3).
 
 Args:
     channels: C, channels of the input (only checked: the weights do not depend on C).
@@ -33,10 +38,13 @@ Args:
     variant: "paper" (true rotations, convolutions alone) or "official" (permutations only,
         BatchNorm after each convolution, as the official code).
 
-Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1.
+Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1 (the convolutions are zero-padded). In
+training mode the official variant's BatchNorms need more than one value per branch
+(B * H * W, B * H * C and B * C * W > 1); a batch that has one is refused with a ValueError.
+float16/bfloat16 inputs are computed in their own precision (a max, a mean over one axis and a
+2-channel convolution cannot overflow).
 """
 import torch
-from einops.layers.torch import Rearrange, Reduce
 from torch import nn
 
 
@@ -50,21 +58,22 @@ class Rotate90(nn.Module):
         if about not in ("h", "w"):
             raise ValueError(f"Rotate90: about must be 'h' or 'w', got {about!r}")
         self.about, self.flip = about, flip
-        if about == "h":                                                # plane of C and W
-            self.turn = Rearrange("b c h w -> b w h c")
-            self.unturn = Rearrange("b w h c -> b c h w")
-            self.flip_dim = 3                                           # W, reversed before the swap
-        else:                                                           # plane of C and H
-            self.turn = Rearrange("b c h w -> b h c w")
-            self.unturn = Rearrange("b h c w -> b c h w")
-            self.flip_dim = 2                                           # H, reversed before the swap
+        self.flip_dim = 3 if about == "h" else 2        # the spatial axis reversed before the swap
+
+    def swap(self, t: torch.Tensor) -> torch.Tensor:
+        """The swap alone (its own inverse): a view, no copy."""
+        if self.about == "h":
+            return t.permute(0, 3, 2, 1)                # "b c h w -> b w h c"
+        return t.permute(0, 2, 1, 3)                    # "b c h w -> b h c w"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.turn(x.flip(self.flip_dim) if self.flip else x)     # P(X)
+        if self.flip:
+            x = x.flip([self.flip_dim])
+        return self.swap(x)                                                 # P(X)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        x = self.unturn(y)
-        return x.flip(self.flip_dim) if self.flip else x                # P^{-1}(Y)
+        x = self.swap(y)
+        return x.flip([self.flip_dim]) if self.flip else x                  # P^{-1}(Y)
 
     def extra_repr(self) -> str:
         return f"about={self.about!r}, flip={self.flip}"
@@ -73,13 +82,9 @@ class Rotate90(nn.Module):
 class ZPool(nn.Module):
     """ZPool(T) = [MaxPool_0d(T); AvgPool_0d(T)]: (B, R, P, Q) -> (B, 2, P, Q)."""
 
-    def __init__(self):
-        super().__init__()
-        self.max_pool = Reduce("b r p q -> b 1 p q", "max")
-        self.avg_pool = Reduce("b r p q -> b 1 p q", "mean")
-
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.max_pool(t), self.avg_pool(t)], dim=1)
+        # "b r p q -> b 1 p q" with max, then with mean
+        return torch.cat([t.amax(1, keepdim=True), t.mean(1, keepdim=True)], dim=1)
 
 
 class AttentionGate(nn.Module):
@@ -98,7 +103,15 @@ class AttentionGate(nn.Module):
 
 
 class TripletAttention(nn.Module):
-    """Y = 1/3 (s_0 X + P_m1^{-1}(s_1 P_m1(X)) + P_m2^{-1}(s_2 P_m2(X)))."""
+    """Triplet attention: Y = 1/3 (s_0 X + P_m1^{-1}(s_1 P_m1(X)) + P_m2^{-1}(s_2 P_m2(X))).
+
+    Args:
+        channels: C, channels of the input (only checked).
+        kernel_size: k of the three convolutions (odd), 7 in the paper.
+        no_spatial: drop the identity branch s_0 and average two branches.
+        variant: "paper" (rotations, convolutions alone) or "official" (permutations, a
+            BatchNorm after each convolution; tensors in the official order cw, hc, hw).
+    """
 
     VARIANTS = ("paper", "official")
 
@@ -114,17 +127,19 @@ class TripletAttention(nn.Module):
         official = variant == "official"
         self.rotate_h = Rotate90("h", flip=not official)                  # P_m1
         self.rotate_w = Rotate90("w", flip=not official)                  # P_m2
-        self.hc = AttentionGate(kernel_size, official)                    # Conv_1 on the (H, C) plane
+        # registered in the official order: cw, hc, hw
         self.cw = AttentionGate(kernel_size, official)                    # Conv_2 on the (C, W) plane
+        self.hc = AttentionGate(kernel_size, official)                    # Conv_1 on the (H, C) plane
         self.hw = None if no_spatial else AttentionGate(kernel_size, official)   # Conv_0 on (H, W)
 
     def _check(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"TripletAttention expects a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(
-                f"TripletAttention expects input of shape (B, {self.channels}, H, W), got {tuple(x.shape)}"
-            )
+        _check_input("TripletAttention", x, self.channels, self.cw.conv.weight)
+        if self.training and self.variant == "official":
+            b, c, h, w = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+            if b * h * w == 1 or b * h * c == 1 or b * c * w == 1:
+                raise ValueError("TripletAttention(variant='official') in training mode needs more than one "
+                                 "value per BatchNorm in every branch (B*H*W, B*H*C, B*C*W > 1), got "
+                                 + _shape_str(x.shape))
 
     def attention_maps(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """(s_0, s_1, s_2) of shapes (B, 1, H, W), (B, 1, H, C), (B, 1, C, W); s_0 is None with
@@ -135,35 +150,90 @@ class TripletAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
-        x_1 = self.rotate_h(x)                                            # X_1: (B, W, H, C)
-        y_1 = self.rotate_h.inverse(self.hc(x_1) * x_1)                   # P_m1^{-1}(s_1 X_1)
-        x_2 = self.rotate_w(x)                                            # X_2: (B, H, C, W)
-        y_2 = self.rotate_w.inverse(self.cw(x_2) * x_2)                   # P_m2^{-1}(s_2 X_2)
+        s_1 = self.hc(self.rotate_h(x))                                   # on X_1 = P_m1(X): (B, 1, H, C)
+        s_2 = self.cw(self.rotate_w(x))                                   # on X_2 = P_m2(X): (B, 1, C, W)
+        g_1 = self.rotate_h.inverse(s_1)                                  # P_m1^{-1}(s_1): (B, C, H, 1)
+        g_2 = self.rotate_w.inverse(s_2)                                  # P_m2^{-1}(s_2): (B, C, 1, W)
         if self.hw is None:
-            return (1 / 2) * (y_1 + y_2)
-        return (1 / 3) * (self.hw(x) * x + y_1 + y_2)                     # s_0 X + ...
+            return x * (g_1 * 0.5 + g_2 * 0.5)                             # 1/2 (P^-1(s_1 X_1) + P^-1(s_2 X_2))
+        return x * (g_1 * (1 / 3) + g_2 * (1 / 3) + self.hw(x) * (1 / 3))  # 1/3 (... + s_0 X)
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, kernel_size={self.kernel_size}, "
                 f"no_spatial={self.no_spatial}, variant={self.variant!r}")
 
 
+_OFFICIAL_PREFIXES = (
+    ("cw.conv.", "cw."), ("hc.conv.", "hc."), ("hw.conv.", "hw."),        # triplet_attention.py
+    ("ChannelGateH.spatial.", "cw."), ("ChannelGateW.spatial.", "hc."),   # MODELS/triplet_attention.py
+    ("SpatialGate.spatial.", "hw."),
+)
+
+
 def convert_official_state_dict(state_dict: dict) -> dict:
-    """Rename the keys of an official TripletAttention's state dict (triplet_attention.py:
-    cw/hc/hw.conv.{conv,bn}.*; MODELS/triplet_attention.py: ChannelGateH/ChannelGateW/
-    SpatialGate.spatial.{conv,bn}.*) to this module's cw/hc/hw.{conv,bn}.* for
-    variant="official". Strip any outer prefix (e.g. "layer1.0.triplet.") first."""
-    prefixes = {"ChannelGateH.": "cw.", "ChannelGateW.": "hc.", "SpatialGate.": "hw."}
-    inner = {".spatial.conv.": ".conv.", ".spatial.bn.": ".bn.", ".conv.conv.": ".conv.", ".conv.bn.": ".bn."}
-    converted = {}
-    for key, value in state_dict.items():
-        for old, new in prefixes.items():
-            if key.startswith(old):
-                key = new + key[len(old):]
-        for old, new in inner.items():
-            key = key.replace(old, new)
-        converted[key] = value
-    return converted
+    """Map an official TripletAttention's keys to this module's (variant="official"), keeping
+    their order: triplet_attention.py's cw/hc/hw.conv.{conv,bn}.* and MODELS/triplet_attention.py's
+    ChannelGateH/ChannelGateW/SpatialGate.spatial.{conv,bn}.* become cw/hc/hw.{conv,bn}.*. The part
+    of a key before the block (e.g. "module.layer1.0.triplet_attention.") is kept."""
+    return _rename_official(state_dict, _OFFICIAL_PREFIXES)
 
 
 REGISTRY = {"triplet": TripletAttention}
+
+
+# %% book/src/triplet.md, cell 15
+# The input checks every module runs first (one source: book/src/include/input_checks.py).
+# Plain torch and string operations, so that torch.jit.script, torch.jit.trace,
+# torch.compile(fullgraph=True), torch.export and ONNX export all keep working.
+from typing import List, Optional
+
+
+def _shape_str(shape: List[int]) -> str:
+    """A shape written as Python writes a tuple: (2, 16, 7, 9)."""
+    if len(shape) == 1:
+        return "(" + str(shape[0]) + ",)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _autocast_is_on(x: torch.Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def _check_input(module: str, x: torch.Tensor, channels: int,
+                 weight: Optional[torch.Tensor] = None) -> None:
+    """Refuse what `module` cannot compute, naming the module, what it expects and what it got:
+    a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a non-floating dtype, and
+    (outside autocast) an input whose dtype differs from the module's weights."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+        raise ValueError(module + " expects input of shape (B, " + str(channels)
+                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+    if not x.is_floating_point():
+        raise TypeError(module + " expects a floating-point tensor, got dtype " + str(x.dtype))
+    if weight is not None and x.dtype != weight.dtype and not _autocast_is_on(x):
+        raise TypeError(module + " has " + str(weight.dtype) + " weights but got a "
+                        + str(x.dtype) + " input: convert the module or the input")
+
+
+# %% book/src/triplet.md, cell 16
+# Renaming official checkpoint keys (one source: book/src/include/official_keys.py).
+def _rename_official(state_dict: dict, prefixes) -> dict:
+    """Rename the keys of an official state dict to this module's. `prefixes` holds (official,
+    ours) pairs of submodule paths ending in "."; the first pair that matches a key, at its start
+    or after a ".", renames it, so the keys of a whole network's checkpoint convert too (the part
+    before the module is kept). Keys no pair matches are kept; the order of the keys is kept."""
+    converted = {}
+    for key, value in state_dict.items():
+        for official, ours in prefixes:
+            if key.startswith(official):
+                key = ours + key[len(official):]
+                break
+            at = key.find("." + official)
+            if at >= 0:
+                key = key[: at + 1] + ours + key[at + 1 + len(official):]
+                break
+        converted[key] = value
+    return converted

@@ -3,7 +3,6 @@ activation) and reject deliberately broken versions of it."""
 
 import pytest
 import torch
-from einops.layers.torch import Reduce
 from torch import nn
 
 from attn_lib.checks.coord_attention import (
@@ -12,8 +11,9 @@ from attn_lib.checks.coord_attention import (
     check_gates_separate_directions,
     check_strips_are_directional_means,
     check_width_and_official_code,
+    official_code_forward,
 )
-from attn_lib.coord_attention import CoordAttention
+from attn_lib.coord_attention import CoordAttention, HSwish, convert_official_state_dict
 
 CHECKS = [
     check_coord_attention_matches_formula,
@@ -103,9 +103,22 @@ def relu_not_hswish(m):
     m.act = nn.ReLU()
 
 
-def max_strips(m):
-    m.pool_h = Reduce("b c h w -> b c h 1", "max")
-    m.pool_w = Reduce("b c h w -> b c w 1", "max")
+class MaxStrips(CoordAttention):
+    """Broken: max instead of mean in the strip pools."""
+
+    def embed(self, x):
+        return x.amax(3, keepdim=True), x.amax(2, keepdim=True).transpose(2, 3)
+
+
+class GatesRegisteredFirst(CoordAttention):
+    """Broken for checkpoints: conv_h and conv_w registered before conv1 and bn1 (not the official
+    order). Same output; a load by position would pair the wrong tensors."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        conv1, bn1 = self.conv1, self.bn1
+        del self.conv1, self.bn1
+        self.conv1, self.bn1 = conv1, bn1
 
 
 def keep(m):
@@ -117,8 +130,8 @@ MUTANTS = {
                         [check_coord_attention_matches_formula, check_width_and_official_code]),
     "split-w-h": (SplitWH, keep, [check_coord_attention_matches_formula, check_gates_separate_directions]),
     "separate-transforms": (SeparateTransforms, keep, [check_coord_attention_matches_formula]),
-    "max-strips": (CoordAttention, max_strips,
-                   [check_coord_attention_matches_formula, check_strips_are_directional_means]),
+    "max-strips": (MaxStrips, keep, [check_coord_attention_matches_formula, check_strips_are_directional_means]),
+    "gates-registered-first": (GatesRegisteredFirst, keep, [check_width_and_official_code]),
     "sum-of-gates": (SumOfGates, keep, [check_coord_attention_matches_formula, check_attention_is_rank_one]),
     "ignores-min-width": (IgnoresMinWidth, keep, [check_width_and_official_code]),
     "hard-coded-eight": (literal_width(HardCodedEight), keep, [check_width_and_official_code]),
@@ -135,14 +148,21 @@ def test_checks_accept_coord_attention(variant, check, min_width):
 
 
 @pytest.mark.parametrize("variant", CoordAttention.VARIANTS)
-def test_width_is_max_min_width_c_over_r_in_both_variants(variant):
-    assert CoordAttention(C, reduction=R, variant=variant).hidden == 8
+def test_width_is_max_min_width_c_over_r(variant):
+    assert CoordAttention(C, reduction=R, min_width=8, variant=variant).hidden == 8
     assert CoordAttention(C, reduction=R, min_width=1, variant=variant).hidden == 3
     assert CoordAttention(16, variant=variant, min_width=1).hidden == 1          # C // r = 0, clamped
     assert CoordAttention(512, variant=variant).hidden == 16                      # the floor no longer matters
 
 
-@pytest.mark.parametrize("bad", [0, -1, 2.0, "8", True, None])
+def test_default_width_is_the_papers_and_the_official_codes():
+    """issue 8: the paper variant uses the paper's C / r, the official one the code's max(8, C // r)."""
+    assert CoordAttention(C, reduction=R).hidden == C // R == 3
+    assert CoordAttention(C, reduction=R, variant="official").hidden == 8
+    assert CoordAttention(16).hidden == 1 and CoordAttention(16, variant="official").hidden == 8
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, "8", True])
 def test_min_width_is_validated(bad):
     with pytest.raises(ValueError, match="CoordAttention"):
         CoordAttention(C, min_width=bad)
@@ -166,3 +186,40 @@ def test_swapped_split_is_caught_on_square_maps_too():
     broken = SplitWH(C, reduction=R)
     with pytest.raises(AssertionError):
         check_coord_attention_matches_formula(broken, size=(2, 6, 6))
+
+
+@pytest.mark.parametrize("layout,names", [("coordatt.py", ("conv_h", "conv_w")), ("mbv2_ca.py", ("conv2", "conv3"))])
+def test_official_layouts_load_and_match_the_official_forward(layout, names):
+    """State dicts with the key names, shapes and order of coordatt.py / mbv2_ca.py @ 7619bea."""
+    g = torch.Generator().manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)
+    gate_h, gate_w = names
+    state = {"conv1.weight": rand(8, 24, 1, 1), "conv1.bias": rand(8), "bn1.weight": rand(8), "bn1.bias": rand(8),
+             "bn1.running_mean": rand(8), "bn1.running_var": torch.rand(8, generator=g, dtype=torch.float64) + 0.5,
+             "bn1.num_batches_tracked": torch.tensor(3), f"{gate_h}.weight": rand(24, 8, 1, 1),
+             f"{gate_h}.bias": rand(24), f"{gate_w}.weight": rand(24, 8, 1, 1), f"{gate_w}.bias": rand(24)}
+    block = CoordAttention(24, variant="official").double().eval()
+    converted = convert_official_state_dict(state)
+    assert list(converted) == list(block.state_dict())
+    block.load_state_dict(converted, strict=True)
+    x = torch.randn(2, 24, 5, 7, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), official_code_forward(state, x, layout), rtol=1e-10, atol=1e-12)
+
+
+def test_converter_keeps_the_part_before_the_block():
+    key = "features.2.conv.6.conv3.bias"
+    assert list(convert_official_state_dict({key: None, "features.2.conv.6.conv1.weight": None})) == [
+        "features.2.conv.6.conv_w.bias", "features.2.conv.6.conv1.weight"]
+
+
+def test_hswish_is_the_official_formula():
+    t = torch.linspace(-5, 5, 1001, dtype=torch.float64)
+    torch.testing.assert_close(HSwish()(t), t * (torch.nn.functional.relu6(t + 3) / 6), rtol=1e-15, atol=1e-15)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (1, 9), (7, 1)])
+def test_small_maps_and_a_batch_of_one_train(hw):
+    m = CoordAttention(C, reduction=R, variant="official").train()
+    y = m(torch.randn(1, C, *hw))
+    assert y.shape == (1, C, *hw) and torch.isfinite(y).all()

@@ -10,12 +10,14 @@ from attn_lib.checks.triplet import (
     check_output_is_average_of_gated_branches,
     check_rotations,
     check_triplet_matches_formula,
+    check_triplet_official_code,
     check_zpool_and_maps,
+    official_code_forward,
 )
-from attn_lib.triplet import AttentionGate, Rotate90, TripletAttention
+from attn_lib.triplet import AttentionGate, Rotate90, TripletAttention, convert_official_state_dict
 
 CHECKS = [check_triplet_matches_formula, check_rotations, check_zpool_and_maps,
-          check_output_is_average_of_gated_branches]
+          check_output_is_average_of_gated_branches, check_triplet_official_code]
 
 
 def gates(m):
@@ -45,7 +47,7 @@ class BackwardsRotate(Rotate90):
     """Broken: rotates back with P instead of P^{-1} (same shapes, a half turn in total)."""
 
     def inverse(self, y):
-        return self.turn(y.flip(self.flip_dim) if self.flip else y)
+        return self.swap(y.flip([self.flip_dim]) if self.flip else y)
 
 
 class HalfAverage(TripletAttention):
@@ -93,6 +95,17 @@ class SwappedGates(TripletAttention):
         return (y + self.hw(x) * x) / 3 if self.hw is not None else y / 2
 
 
+class GatesInTheOtherOrder(TripletAttention):
+    """Broken for checkpoints: the gates registered hc, cw, hw (the first version of this module),
+    not in the official order cw, hc, hw. Same output; a load by position swaps the two gates."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cw, hc, hw = self.cw, self.hc, self.hw
+        del self.cw, self.hc, self.hw
+        self.hc, self.cw, self.hw = hc, cw, hw
+
+
 class NoSpatialByThree(TripletAttention):
     """Broken no_spatial: drops the identity branch but still divides by 3."""
 
@@ -125,7 +138,9 @@ MUTANTS = {
     "P-instead-of-P-inverse": (TripletAttention, backwards, ("paper",), [check_triplet_matches_formula, check_rotations]),
     "permute-not-rotate": (TripletAttention, permute_only, ("paper",), [check_rotations]),
     "official-without-bn": (TripletAttention, drop_batchnorm, ("official",), [check_triplet_matches_formula]),
-    "swapped-branch-gates": (SwappedGates, lambda m: None, ALL, [check_triplet_matches_formula]),
+    "swapped-branch-gates": (SwappedGates, lambda m: None, ALL,
+                             [check_triplet_matches_formula, check_triplet_official_code]),
+    "gates-in-the-other-order": (GatesInTheOtherOrder, lambda m: None, ALL, [check_triplet_official_code]),
 }
 
 
@@ -178,3 +193,54 @@ def test_permute_only_paper_block_has_the_same_output():
 def test_bad_kernel_size_is_refused():
     with pytest.raises(ValueError, match="kernel_size"):
         TripletAttention(8, kernel_size=4)
+
+
+@pytest.mark.parametrize("no_spatial", [False, True])
+def test_official_variant_registers_the_gates_in_the_official_order(no_spatial):
+    """issue 8: a load by position (zip of two state dicts) must pair the same gates."""
+    m = TripletAttention(8, variant="official", no_spatial=no_spatial)
+    gates = list(dict.fromkeys(k.split(".")[0] for k in m.state_dict()))
+    assert gates == (["cw", "hc"] if no_spatial else ["cw", "hc", "hw"])
+    assert list(TripletAttention(8, no_spatial=no_spatial).state_dict()) == [f"{g}.conv.weight" for g in gates]
+
+
+def _official(names, inner, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name in names:
+        state[f"{name}.{inner}.conv.weight"] = torch.randn(1, 2, 7, 7, generator=g, dtype=torch.float64)
+        state[f"{name}.{inner}.bn.weight"] = torch.randn(1, generator=g, dtype=torch.float64)
+        state[f"{name}.{inner}.bn.bias"] = torch.randn(1, generator=g, dtype=torch.float64)
+        state[f"{name}.{inner}.bn.running_mean"] = torch.randn(1, generator=g, dtype=torch.float64)
+        state[f"{name}.{inner}.bn.running_var"] = torch.rand(1, generator=g, dtype=torch.float64) + 0.5
+        state[f"{name}.{inner}.bn.num_batches_tracked"] = torch.tensor(7)
+    return state
+
+
+@pytest.mark.parametrize("layout", ["triplet_attention.py", "MODELS/triplet_attention.py"])
+def test_both_official_layouts_load_by_name_and_by_position(layout):
+    names, inner = (("cw", "hc", "hw"), "conv") if layout == "triplet_attention.py" else (
+        ("ChannelGateH", "ChannelGateW", "SpatialGate"), "spatial")
+    state = _official(names, inner)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    expected = official_code_forward(state, x, layout)
+    by_name = TripletAttention(6, variant="official").double().eval()
+    by_name.load_state_dict(convert_official_state_dict(state), strict=True)
+    by_position = TripletAttention(6, variant="official").double().eval()
+    by_position.load_state_dict(dict(zip(by_position.state_dict(), state.values())), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(by_name(x), expected, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(by_position(x), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_converter_keeps_the_part_before_the_block():
+    key = "module.layer1.0.triplet_attention.ChannelGateW.spatial.bn.running_var"
+    assert list(convert_official_state_dict({key: None})) == ["module.layer1.0.triplet_attention.hc.bn.running_var"]
+
+
+def test_official_batch_of_one_value_per_batchnorm_is_refused_in_training():
+    m = TripletAttention(8, variant="official").train()
+    with pytest.raises(ValueError, match=r"TripletAttention.*\(1, 8, 1, 1\)"):
+        m(torch.randn(1, 8, 1, 1))
+    m(torch.randn(2, 8, 1, 1))                       # two values per BatchNorm: trains
+    TripletAttention(8).train()(torch.randn(1, 8, 1, 1))    # the paper variant has no BatchNorm
