@@ -2,12 +2,13 @@
 
 
 # %% book/src/danet.md, cell 18
-"""Dual Attention Network: position and channel attention (Fu et al., CVPR 2019), arXiv:1809.02983.
+"""Dual Attention Network: position and channel attention (Fu, Liu, Tian, Li, Bao, Fang, Lu,
+CVPR 2019), arXiv:1809.02983.
 
 One sample, X in R^{C x N}, N = H W, x_i the feature vector of position i:
 
     Position attention (PAM), eqs. (1)-(2):
-        Q, K, V = W_q X, W_k X, W_v X        1x1 convs; Q, K: C' = max(1, C // r) channels, V: C
+        Q, K, V = W_q X, W_k X, W_v X        biased 1x1 convs; Q, K: C' channels, V: C
         S = softmax_j(Q^T K)                 (N x N), each row i normalised over the keys j
         Y^pos = X + alpha V S^T              y_i = x_i + alpha sum_j s_ij v_j
     Channel attention (CAM), eqs. (3)-(4):
@@ -15,120 +16,184 @@ One sample, X in R^{C x N}, N = H W, x_i the feature vector of position i:
         Y^chn = X + beta A X
     DANet head: Y = Y^pos + Y^chn            (DualAttention below; not registered)
 
-alpha and beta (both named `gamma`, as in the official code) start at zero: each module is the
-identity at initialisation. Softmaxes run in float32 under autocast.
+alpha and beta (both named `gamma`, as in the official code) start at zero in both variants, as
+the official torch.zeros(1) (da_att.py lines 29 and 61): each module is the identity at
+initialisation. The convolutions keep PyTorch's default initialisation, as the official code.
 
-Official code consulted: github.com/junfu1115/DANet, encoding/nn/da_att.py (PAM_Module,
-CAM_Module) and encoding/models/sseg/danet.py (DANetHead). PAM_Module is eqs. (1)-(2) with
-biased 1x1 convs and C' = C // 8 (no clamp; the paper's text has C' = C: reduction=1).
-CAM_Module feeds max_d(E) - E to the softmax, i.e. softmax(-E) (the least similar channel gets
-the largest weight): variant="official" computes that. The conv+BN+ReLU layers of DANetHead
-sit around the modules, not inside them, and are left out.
+Official code consulted: github.com/junfu1115/DANet at commit b0a0fa0, encoding/nn/da_att.py,
+PAM_Module and CAM_Module, and encoding/models/sseg/danet.py, DANetHead.
+- PAM_Module is eqs. (1)-(2) with biased 1x1 convs and C' = C // 8; the paper gives B and C the
+  full C channels. variant="paper" has C' = C (reduction=1), variant="official" C' = C // 8
+  (reduction=8); the parameter tensors have the same names, and the official order.
+- CAM_Module feeds max_d(E) - E to the softmax, i.e. softmax(-E) (the least similar channel gets
+  the largest weight): variant="official" computes that, variant="paper" softmax(E).
+- The conv+BN+ReLU layers of DANetHead (conv5a/conv5c before, conv51/conv52 after each module)
+  sit around the modules, not inside them, and are left out.
+Deviation: C' is clamped at min_width (default 1); the official C // 8 is 0 for C < 8.
 
-PositionAttention(implementation="sdpa") computes the same function with
-torch.nn.functional.scaled_dot_product_attention (scale=1.0; Q and K zero-padded to C
-channels so that fused kernels apply), which need not store the N x N matrix.
+PositionAttention computes S in one of two ways, equal up to float rounding (the chapter measures
+the gap): "explicit" builds the N x N matrices as the official code does; "sdpa" calls
+torch.nn.functional.scaled_dot_product_attention (scale=1.0; the narrower of Q/K and V
+zero-padded to the other's width, so that PyTorch's fused CPU kernel applies), which never stores
+an N x N matrix: its memory grows as O(N), not O(N^2). "auto" (the default) takes "explicit" up
+to N = 2048 positions (where it is as fast as the official code and one N x N float32 matrix is
+at most 16 MiB per sample) and "sdpa" above.
+
+Half precision: the energies Q^T K and X X^T, the softmaxes, the official shift and the two
+products with the attention are computed in float32 for float16/bfloat16 inputs and under
+autocast (which would otherwise run the matrix products in half precision: the channel energy,
+a sum over all N positions, overflows float16 at 96 x 96 with activations of std 3); the output
+has the input's dtype. The fused kernel accumulates in float32 itself.
 
 Args:
     channels: C, channels of the input.
-    reduction: r (PositionAttention), query/key width C' = max(1, C // r); 8 as in the code.
-    implementation: "explicit" (builds S) or "sdpa" (PositionAttention only).
-    variant: "paper"; ChannelAttention also "official" (max(E) - E before the softmax).
+    reduction: r (PositionAttention), query/key width C' = max(min_width, C // r); default 1 for
+        variant="paper" (C' = C, the paper) and 8 for variant="official" (C // 8, the code).
+    min_width: smallest C' (default 1).
+    implementation: "auto", "explicit" or "sdpa" (PositionAttention only).
+    variant: "paper" or "official" (see above).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1.
 """
+from typing import Optional, Tuple
+
 import torch
 import torch.nn.functional as F
-from einops.layers.torch import Rearrange
 from torch import nn
 
+def _half_or_autocast(x: torch.Tensor) -> bool:
+    """float16/bfloat16 input, or autocast on: the attention is then computed in float32."""
+    if x.dtype == torch.float16 or x.dtype == torch.bfloat16:
+        return True
+    if x.device.type == "cpu" or x.device.type == "cuda":      # autocast cannot be asked about "meta"
+        return _autocast_is_on(x)
+    return False
 
-def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """float16/bfloat16 -> float32; float32 and float64 unchanged."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
+    return x.float() if x.dtype == torch.float16 or x.dtype == torch.bfloat16 else x
 
 
-def _softmax_float32(energy: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last axis, computed in (at least) float32, returned in the energy's dtype."""
-    return torch.softmax(_at_least_float32(energy), dim=-1).to(energy.dtype)
-
-
-def _check_input(module: nn.Module, x: torch.Tensor, channels: int) -> None:
-    name = type(module).__name__
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != channels:
-        raise ValueError(f"{name} expects input of shape (B, {channels}, H, W), got {tuple(x.shape)}")
+def _conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """A 1x1 convolution in x's dtype (the weights are cast when the module is half and x float32)."""
+    if weight.dtype != x.dtype:
+        weight = weight.to(x.dtype)
+        bias = None if bias is None else bias.to(x.dtype)
+    return F.conv2d(x, weight, bias)
 
 
 class PositionAttention(nn.Module):
-    """DANet's position attention module: Y^pos = X + alpha V softmax_j(Q^T K)^T."""
+    """DANet's position attention module: Y^pos = X + alpha V softmax_j(Q^T K)^T.
 
-    VARIANTS = ("paper",)
-    IMPLEMENTATIONS = ("explicit", "sdpa")
+    Args:
+        channels: C, channels of the input.
+        reduction: r, query/key width C' = max(min_width, C // r); None: 1 for variant="paper"
+            (C' = C, the paper), 8 for variant="official" (C // 8, the official PAM_Module).
+        min_width: smallest C' (default 1; the official C // 8 would be 0 for C < 8).
+        implementation: "auto" (default: "explicit" up to 2048 positions, "sdpa" above),
+            "explicit" (builds the N x N attention) or "sdpa" (fused kernel, O(N) memory).
+        variant: "paper" (C' = C) or "official" (C' = C // 8); the same tensors either way.
+    """
 
-    def __init__(self, channels: int, *, reduction: int = 8, implementation: str = "explicit",
-                 variant: str = "paper"):
+    VARIANTS = ("paper", "official")
+    IMPLEMENTATIONS = ("auto", "explicit", "sdpa")
+
+    def __init__(self, channels: int, *, reduction: Optional[int] = None, min_width: int = 1,
+                 implementation: str = "auto", variant: str = "paper"):
         super().__init__()
         if variant not in self.VARIANTS:
             raise ValueError(f"PositionAttention: variant must be one of {self.VARIANTS}, got {variant!r}")
         if implementation not in self.IMPLEMENTATIONS:
             raise ValueError(f"PositionAttention: implementation must be one of {self.IMPLEMENTATIONS}, "
                              f"got {implementation!r}")
-        if reduction < 1:
-            raise ValueError(f"PositionAttention: reduction must be >= 1, got {reduction}")
-        self.channels, self.reduction = channels, reduction
+        if reduction is None:
+            reduction = 8 if variant == "official" else 1
+        if reduction < 1 or min_width < 1:
+            raise ValueError(f"PositionAttention: reduction and min_width must be >= 1, got {reduction}, {min_width}")
+        self.channels, self.reduction, self.min_width = channels, reduction, min_width
         self.implementation, self.variant = implementation, variant
-        self.qk_channels = max(1, channels // reduction)                   # C'
+        self.sdpa_above = 2048                                             # "auto": fused kernel for N > 2048
+        self.qk_channels = max(min_width, channels // reduction)           # C'
+        self.gamma = nn.Parameter(torch.zeros(1))                          # alpha, starts at 0
         self.query = nn.Conv2d(channels, self.qk_channels, 1)              # W_q: C -> C'
         self.key = nn.Conv2d(channels, self.qk_channels, 1)                # W_k: C -> C'
         self.value = nn.Conv2d(channels, channels, 1)                      # W_v: C -> C
-        self.gamma = nn.Parameter(torch.zeros(1))                          # alpha, starts at 0
-        self.flatten = Rearrange("b c h w -> b c (h w)")                   # (B, C, N)
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Q, K: (B, C', N); V: (B, C, N)."""
-        return self.flatten(self.query(x)), self.flatten(self.key(x)), self.flatten(self.value(x))
+    def project(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Q, K: (B, C', N); V: (B, C, N), each "b c h w -> b c (h w)", in x's dtype."""
+        b, n = x.shape[0], x.shape[2] * x.shape[3]
+        q = _conv1x1(x, self.query.weight, self.query.bias).reshape(b, self.qk_channels, n)
+        k = _conv1x1(x, self.key.weight, self.key.bias).reshape(b, self.qk_channels, n)
+        v = _conv1x1(x, self.value.weight, self.value.bias).reshape(b, self.channels, n)
+        return q, k, v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """S = softmax_j(Q^T K): (B, N, N), row i = query i, normalised over the keys j."""
-        energy = torch.einsum("bdi,bdj->bij", q, k)                        # q_i . k_j
-        return _softmax_float32(energy)
+        """S = softmax_j(Q^T K): (B, N, N), row i = query i, normalised over the keys j
+        ("b d i, b d j -> b i j")."""
+        energy = torch.bmm(q.transpose(1, 2), k)                           # e_ij = q_i . k_j
+        return torch.softmax(energy, dim=-1)
 
     def aggregate(self, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """V S^T: (B, C, N), column i = sum_j s_ij v_j."""
-        return torch.einsum("bij,bcj->bci", s, v)
+        """V S^T: (B, C, N), column i = sum_j s_ij v_j ("b c j, b i j -> b c i")."""
+        return torch.bmm(v, s.transpose(1, 2))
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
-        """S for input x, shape (B, N, N)."""
-        _check_input(self, x, self.channels)
-        q, k, _ = self.project(x)
+        """S for input x, shape (B, N, N) (float32 for a half input)."""
+        _check_input("PositionAttention", x, self.channels, self.value.weight)
+        q, k, _ = self.project(_at_least_float32(x))
         return self.attend(q, k)
 
     def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        pad = (0, self.channels - self.qk_channels)                        # zeros keep q_i . k_j
-        q = F.pad(q.transpose(1, 2), pad).unsqueeze(1)                     # (B, 1, N, C)
-        k = F.pad(k.transpose(1, 2), pad).unsqueeze(1)
-        v = v.transpose(1, 2).contiguous().unsqueeze(1)                    # (B, 1, N, C), unit last stride
+        """V S^T with the fused kernel: (B, C, N)."""
+        width = max(self.qk_channels, self.channels)                       # zeros keep q_i . k_j and v_j
+        # (B, 1, N, width), contiguous: the fused kernels need a unit last stride
+        q = F.pad(q.transpose(1, 2), (0, width - self.qk_channels)).contiguous().unsqueeze(1)
+        k = F.pad(k.transpose(1, 2), (0, width - self.qk_channels)).contiguous().unsqueeze(1)
+        v = F.pad(v.transpose(1, 2), (0, width - self.channels)).contiguous().unsqueeze(1)
         out = F.scaled_dot_product_attention(q, k, v, scale=1.0)           # no 1/sqrt(d)
-        return out.squeeze(1).transpose(1, 2)                              # (B, C, N)
+        return out.squeeze(1)[:, :, : self.channels].transpose(1, 2)      # (B, C, N)
+
+    def uses_sdpa(self, x: torch.Tensor) -> bool:
+        """Whether forward(x) takes the fused kernel."""
+        if self.implementation == "auto":
+            return x.shape[2] * x.shape[3] > self.sdpa_above
+        return self.implementation == "sdpa"
+
+    def context(self, x: torch.Tensor) -> torch.Tensor:
+        """V S^T: (B, C, N), in x's dtype."""
+        q, k, v = self.project(x)
+        if self.uses_sdpa(x):
+            return self._sdpa(q, k, v)
+        return self.aggregate(self.attend(q, k), v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x, self.channels)
-        q, k, v = self.project(x)
-        if self.implementation == "sdpa":
-            context = self._sdpa(q, k, v)
+        _check_input("PositionAttention", x, self.channels, self.value.weight)
+        if not _half_or_autocast(x):
+            context = self.context(x)
+        elif x.device.type == "cuda":                                      # float32, autocast off
+            with torch.autocast(device_type="cuda", enabled=False):
+                context = self.context(_at_least_float32(x))
+        elif x.device.type == "cpu":
+            with torch.autocast(device_type="cpu", enabled=False):
+                context = self.context(_at_least_float32(x))
         else:
-            context = self.aggregate(self.attend(q, k), v)                 # V S^T: (B, C, N)
-        return x + self.gamma * context.reshape(x.shape)                   # X + alpha V S^T
+            context = self.context(_at_least_float32(x))
+        return x + self.gamma * context.reshape(x.shape).to(x.dtype)       # X + alpha V S^T
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, reduction={self.reduction}, "
+        return (f"channels={self.channels}, reduction={self.reduction}, min_width={self.min_width}, "
                 f"implementation={self.implementation!r}, variant={self.variant!r}")
 
 
 class ChannelAttention(nn.Module):
-    """DANet's channel attention module: Y^chn = X + beta softmax_d(X X^T) X."""
+    """DANet's channel attention module: Y^chn = X + beta softmax_d(X X^T) X.
+
+    Args:
+        channels: C, channels of the input.
+        variant: "paper" (softmax(E)) or "official" (softmax(max_d E - E) = softmax(-E), as the
+            official CAM_Module). Its only weight is beta (`gamma`, zero at initialisation).
+    """
 
     VARIANTS = ("paper", "official")
 
@@ -138,44 +203,129 @@ class ChannelAttention(nn.Module):
             raise ValueError(f"ChannelAttention: variant must be one of {self.VARIANTS}, got {variant!r}")
         self.channels, self.variant = channels, variant
         self.gamma = nn.Parameter(torch.zeros(1))                          # beta, starts at 0
-        self.flatten = Rearrange("b c h w -> b c (h w)")                   # (B, C, N)
 
     def attend(self, xf: torch.Tensor) -> torch.Tensor:
-        """A = softmax_d(E), E = X X^T: (B, C, C); the official code uses max_d(E) - E."""
-        energy = torch.einsum("bcn,bdn->bcd", xf, xf)                      # e_cd = x_c . x_d
-        e = _at_least_float32(energy)
+        """A = softmax_d(E), E = X X^T: (B, C, C); the official code uses max_d(E) - E
+        ("b c n, b d n -> b c d")."""
+        energy = torch.bmm(xf, xf.transpose(1, 2))                         # e_cd = x_c . x_d
         if self.variant == "official":
-            e = e.amax(dim=-1, keepdim=True) - e                           # = softmax(-E) after the softmax
-        return torch.softmax(e, dim=-1).to(energy.dtype)
+            energy = energy.amax(dim=-1, keepdim=True) - energy            # = softmax(-E) after the softmax
+        return torch.softmax(energy, dim=-1)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
-        """A for input x, shape (B, C, C)."""
-        _check_input(self, x, self.channels)
-        return self.attend(self.flatten(x))
+        """A for input x, shape (B, C, C) (float32 for a half input)."""
+        _check_input("ChannelAttention", x, self.channels, self.gamma)
+        x = _at_least_float32(x)
+        return self.attend(x.reshape(x.shape[0], self.channels, x.shape[2] * x.shape[3]))
+
+    def context(self, x: torch.Tensor) -> torch.Tensor:
+        """A X: (B, C, N), in x's dtype."""
+        xf = x.reshape(x.shape[0], self.channels, x.shape[2] * x.shape[3])  # X: "b c h w -> b c (h w)"
+        return torch.bmm(self.attend(xf), xf)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x, self.channels)
-        xf = self.flatten(x)                                               # X: (B, C, N)
-        context = torch.einsum("bcd,bdn->bcn", self.attend(xf), xf)        # A X: (B, C, N)
-        return x + self.gamma * context.reshape(x.shape)                   # X + beta A X
+        _check_input("ChannelAttention", x, self.channels, self.gamma)
+        if not _half_or_autocast(x):
+            context = self.context(x)
+        elif x.device.type == "cuda":                                      # float32, autocast off
+            with torch.autocast(device_type="cuda", enabled=False):
+                context = self.context(_at_least_float32(x))
+        elif x.device.type == "cpu":
+            with torch.autocast(device_type="cpu", enabled=False):
+                context = self.context(_at_least_float32(x))
+        else:
+            context = self.context(_at_least_float32(x))
+        return x + self.gamma * context.reshape(x.shape).to(x.dtype)       # X + beta A X
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, variant={self.variant!r}"
 
 
 class DualAttention(nn.Module):
-    """The DANet head's sum, Y = Y^pos + Y^chn (without the head's surrounding convolutions)."""
+    """The DANet head's sum, Y = Y^pos + Y^chn (without the head's surrounding convolutions).
 
-    def __init__(self, channels: int, *, reduction: int = 8, implementation: str = "explicit",
-                 variant: str = "paper"):
+    Args: channels, reduction, min_width, implementation (PositionAttention) and variant (both).
+    """
+
+    def __init__(self, channels: int, *, reduction: Optional[int] = None, min_width: int = 1,
+                 implementation: str = "auto", variant: str = "paper"):
         super().__init__()
         self.channels = channels
-        self.position = PositionAttention(channels, reduction=reduction, implementation=implementation)
+        self.position = PositionAttention(channels, reduction=reduction, min_width=min_width,
+                                          implementation=implementation, variant=variant)
         self.channel = ChannelAttention(channels, variant=variant)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x, self.channels)
+        _check_input("DualAttention", x, self.channels, self.position.value.weight)
         return self.position(x) + self.channel(x)                          # Y^pos + Y^chn
 
 
+_OFFICIAL_PREFIXES = (("query_conv.", "query."), ("key_conv.", "key."), ("value_conv.", "value."))
+
+
+def convert_official_state_dict(state_dict: dict) -> dict:
+    """Map the official PAM_Module / CAM_Module keys (gamma, query_conv, key_conv, value_conv)
+    to this module's (gamma, query, key, value); the layouts are the same. Keys under a prefix
+    (head.sa.query_conv.weight in a DANet checkpoint) keep it: select one module's keys first."""
+    return _rename_official(state_dict, _OFFICIAL_PREFIXES)
+
+
 REGISTRY = {"danet_position": PositionAttention, "danet_channel": ChannelAttention}
+
+
+# %% book/src/danet.md, cell 19
+# The input checks every module runs first (one source: book/src/include/input_checks.py).
+# Plain torch and string operations, so that torch.jit.script, torch.jit.trace,
+# torch.compile(fullgraph=True), torch.export and ONNX export all keep working.
+from typing import List, Optional
+
+
+def _shape_str(shape: List[int]) -> str:
+    """A shape written as Python writes a tuple: (2, 16, 7, 9)."""
+    if len(shape) == 1:
+        return "(" + str(shape[0]) + ",)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _autocast_is_on(x: torch.Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def _check_input(module: str, x: torch.Tensor, channels: int,
+                 weight: Optional[torch.Tensor] = None) -> None:
+    """Refuse what `module` cannot compute, naming the module, what it expects and what it got:
+    a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a non-floating dtype, and
+    (outside autocast) an input whose dtype differs from the module's weights."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+        raise ValueError(module + " expects input of shape (B, " + str(channels)
+                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+    if not x.is_floating_point():
+        raise TypeError(module + " expects a floating-point tensor, got dtype " + str(x.dtype))
+    if weight is not None and x.dtype != weight.dtype and not _autocast_is_on(x):
+        raise TypeError(module + " has " + str(weight.dtype) + " weights but got a "
+                        + str(x.dtype) + " input: convert the module or the input")
+
+
+# %% book/src/danet.md, cell 20
+# Renaming official checkpoint keys (one source: book/src/include/official_keys.py).
+def _rename_official(state_dict: dict, prefixes) -> dict:
+    """Rename the keys of an official state dict to this module's. `prefixes` holds (official,
+    ours) pairs of submodule paths ending in "."; the first pair that matches a key, at its start
+    or after a ".", renames it, so the keys of a whole network's checkpoint convert too (the part
+    before the module is kept). Keys no pair matches are kept; the order of the keys is kept."""
+    converted = {}
+    for key, value in state_dict.items():
+        for official, ours in prefixes:
+            if key.startswith(official):
+                key = ours + key[len(official):]
+                break
+            at = key.find("." + official)
+            if at >= 0:
+                key = key[: at + 1] + ours + key[at + 1 + len(official):]
+                break
+        converted[key] = value
+    return converted

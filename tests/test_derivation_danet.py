@@ -1,18 +1,23 @@
 """The DANet chapter's derivation checks accept the position and channel attention modules and
 reject deliberately broken versions of them."""
 
+import copy
+import warnings
+
 import pytest
 import torch
 
+import attn_lib
 from attn_lib.checks.danet import (
     check_danet_channel_energy_sign,
+    check_danet_half_precision,
     check_danet_identity_at_zero_gamma,
     check_danet_matches_formula,
     check_danet_rows_sum_to_one,
     check_danet_sdpa_matches_explicit,
     check_danet_softmax_in_float32,
 )
-from attn_lib.danet import ChannelAttention, PositionAttention
+from attn_lib.danet import ChannelAttention, DualAttention, PositionAttention
 
 CHECKS = [
     check_danet_matches_formula,
@@ -21,11 +26,13 @@ CHECKS = [
     check_danet_sdpa_matches_explicit,
     check_danet_channel_energy_sign,
     check_danet_softmax_in_float32,
+    check_danet_half_precision,
 ]
 
 REAL = {
-    **{f"position-{impl}": (PositionAttention, {"implementation": impl}) for impl in PositionAttention.IMPLEMENTATIONS},
-    "position-r1": (PositionAttention, {"reduction": 1}),
+    **{f"position-{v}-{impl}": (PositionAttention, {"implementation": impl, "variant": v})
+       for v in PositionAttention.VARIANTS for impl in PositionAttention.IMPLEMENTATIONS},
+    "position-r2": (PositionAttention, {"reduction": 2}),
     **{f"channel-{v}": (ChannelAttention, {"variant": v}) for v in ChannelAttention.VARIANTS},
 }
 
@@ -64,11 +71,12 @@ class ScaledSdpaPAM(PositionAttention):
         return torch.nn.functional.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2)
 
 
-class HalfSoftmaxPAM(PositionAttention):
-    """Broken: softmax on the raw energies (float16 under float16 autocast); exact in float64."""
+class NoFloat32PAM(PositionAttention):
+    """Broken: the attention computed in the input's dtype (float16 under float16 autocast or
+    for a float16 module), with no float32 path; exact in float64."""
 
-    def attend(self, q, k):
-        return torch.softmax(torch.einsum("bdi,bdj->bij", q, k), dim=-1)
+    def forward(self, x):
+        return x + self.gamma * self.context(x).reshape(x.shape)
 
 
 # --- broken channel attention ---------------------------------------------------------------
@@ -89,14 +97,19 @@ class SoftmaxOverRowsCAM(ChannelAttention):
         return torch.softmax(energy, dim=-2)
 
 
-class HalfShiftCAM(ChannelAttention):
-    """Broken: the official max(E) - E formed in the energy's dtype (float16 under autocast), the
-    softmax then in float32; exact in float64."""
+class HalfEnergyCAM(ChannelAttention):
+    """Broken: the energy (and the official max(E) - E) formed in the input's dtype, only the
+    softmax in float32, as the module did before: float16 energies overflow on a 96 x 96 map;
+    exact in float64."""
 
     def attend(self, xf):
         energy = torch.einsum("bcn,bdn->bcd", xf, xf)
-        shifted = energy.amax(dim=-1, keepdim=True) - energy
-        return torch.softmax(shifted.to(torch.promote_types(shifted.dtype, torch.float32)), dim=-1).to(energy.dtype)
+        if self.variant == "official":
+            energy = energy.amax(dim=-1, keepdim=True) - energy
+        return torch.softmax(energy.to(torch.promote_types(energy.dtype, torch.float32)), dim=-1).to(energy.dtype)
+
+    def forward(self, x):
+        return x + self.gamma * self.context(x).reshape(x.shape)
 
 
 class NoResidualCAM(ChannelAttention):
@@ -120,17 +133,24 @@ MUTANTS = {
                                                        check_danet_channel_energy_sign]),
     "cam-official-softmax-over-rows": (SoftmaxOverRowsCAM, {"variant": "official"}, [check_danet_rows_sum_to_one]),
     "cam-no-residual": (NoResidualCAM, {}, [check_danet_matches_formula, check_danet_identity_at_zero_gamma]),
-    "pam-softmax-in-float16": (HalfSoftmaxPAM, {}, [check_danet_softmax_in_float32]),
-    "cam-official-shift-in-float16": (HalfShiftCAM, {"variant": "official"}, [check_danet_softmax_in_float32]),
+    "pam-attention-in-float16": (NoFloat32PAM, {}, [check_danet_softmax_in_float32, check_danet_half_precision]),
+    # at C = 8 the official C' = 1: a one-term energy is rounded once, and the float16 check passes
+    "pam-official-attention-in-float16": (NoFloat32PAM, {"variant": "official"}, [check_danet_softmax_in_float32]),
+    "cam-energy-in-float16": (HalfEnergyCAM, {}, [check_danet_softmax_in_float32, check_danet_half_precision]),
+    "cam-official-energy-in-float16": (HalfEnergyCAM, {"variant": "official"},
+                                       [check_danet_softmax_in_float32, check_danet_half_precision]),
 }
 
+HALF_MUTANTS = ["pam-attention-in-float16", "pam-official-attention-in-float16", "cam-energy-in-float16",
+                "cam-official-energy-in-float16"]
 
-@pytest.mark.parametrize("mutant", ["pam-softmax-in-float16", "cam-official-shift-in-float16"])
+
+@pytest.mark.parametrize("mutant", HALF_MUTANTS)
 def test_float16_mutants_pass_the_float64_checks(mutant):
     """Only the autocast check can see these two bugs: every float64 check accepts them."""
     cls, kwargs, _ = MUTANTS[mutant]
     for check in CHECKS:
-        if check is not check_danet_softmax_in_float32:
+        if check not in (check_danet_softmax_in_float32, check_danet_half_precision):
             check(cls(8, **kwargs))
 
 
@@ -169,7 +189,7 @@ def test_official_channel_attention_is_softmax_of_minus_energy():
 def test_sdpa_path_works_on_odd_sizes_and_one_pixel():
     for hw in [(1, 1), (7, 9), (33, 15)]:
         m = PositionAttention(16, implementation="sdpa").double().eval()
-        ref = PositionAttention(16).double().eval()
+        ref = PositionAttention(16, implementation="explicit").double().eval()
         ref.load_state_dict(m.state_dict())
         with torch.no_grad():
             m.gamma.fill_(0.7)
@@ -181,3 +201,104 @@ def test_sdpa_path_works_on_odd_sizes_and_one_pixel():
 def test_unknown_implementation_is_refused():
     with pytest.raises(ValueError, match="implementation"):
         PositionAttention(8, implementation="flash")
+
+
+def test_position_widths_follow_the_variant():
+    """Issue 8: the paper's query/key width is C' = C; reduction=8 (C // 8) is the official code's."""
+    assert PositionAttention(64).qk_channels == 64
+    assert PositionAttention(64, variant="official").qk_channels == 8
+    assert tuple(PositionAttention(64, variant="official").query.weight.shape) == (8, 64, 1, 1)
+    assert PositionAttention(64, reduction=4).qk_channels == 16
+    assert PositionAttention(4, variant="official").qk_channels == 1          # the official 4 // 8 = 0, clamped
+    assert PositionAttention(4, variant="official", min_width=8).qk_channels == 8
+    with pytest.raises(ValueError, match="min_width"):
+        PositionAttention(8, min_width=0)
+
+
+@pytest.mark.parametrize("variant", PositionAttention.VARIANTS)
+def test_wider_query_than_value_works_in_both_implementations(variant):
+    """min_width above C: the fused path pads V instead of Q and K."""
+    m = PositionAttention(4, variant=variant, min_width=8, implementation="sdpa").double().eval()
+    ref = PositionAttention(4, variant=variant, min_width=8, implementation="explicit").double().eval()
+    ref.load_state_dict(m.state_dict())
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64)
+    with torch.no_grad():
+        m.gamma.fill_(0.5)
+        ref.gamma.fill_(0.5)
+        torch.testing.assert_close(m(x), ref(x), rtol=1e-10, atol=1e-12)
+
+
+def test_auto_takes_the_fused_kernel_above_2048_positions():
+    m = PositionAttention(8)
+    assert not m.uses_sdpa(torch.empty(1, 8, 45, 45))                      # N = 2025
+    assert m.uses_sdpa(torch.empty(1, 8, 46, 46))                          # N = 2116
+    assert not PositionAttention(8, implementation="explicit").uses_sdpa(torch.empty(1, 8, 64, 64))
+    assert PositionAttention(8, implementation="sdpa").uses_sdpa(torch.empty(1, 8, 2, 2))
+
+
+@pytest.mark.parametrize("variant", ChannelAttention.VARIANTS)
+def test_channel_attention_in_float16_on_a_96x96_map_is_finite(variant):
+    """Issue 8: the channel energy in float16 gave NaN at 96 x 96 (std 3 activations)."""
+    torch.manual_seed(0)
+    m = ChannelAttention(8, variant=variant)
+    with torch.no_grad():
+        m.gamma.fill_(0.5)
+    x = (torch.randn(1, 8, 96, 96) * 3).half()
+    with torch.no_grad():
+        y = copy.deepcopy(m).half()(x)
+        reference = m(x.float())
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+    torch.testing.assert_close(y.float(), reference, rtol=0, atol=1e-2 * reference.abs().max().item())
+    broken = HalfEnergyCAM(8, variant=variant).half()                      # what the module did before
+    broken.load_state_dict(copy.deepcopy(m).half().state_dict())
+    with torch.no_grad():
+        assert torch.isnan(broken(x)).any()
+
+
+@pytest.mark.parametrize("cls", [PositionAttention, ChannelAttention])
+def test_integer_input_is_refused(cls):
+    """Issue 8: danet_channel silently accepted an int64 tensor."""
+    with pytest.raises(TypeError, match=cls.__name__):
+        cls(8)(torch.randint(0, 5, (2, 8, 4, 4)))
+
+
+def test_dual_attention_sums_both_branches_and_scripts():
+    m = DualAttention(8, variant="official").double().eval()
+    with torch.no_grad():
+        m.position.gamma.fill_(0.5)
+        m.channel.gamma.fill_(0.5)
+        x = torch.randn(2, 8, 5, 7, dtype=torch.float64)
+        torch.testing.assert_close(m(x), m.position(x) + m.channel(x), rtol=0, atol=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                                # TorchScript's deprecation notice
+            scripted = torch.jit.script(m)
+        torch.testing.assert_close(scripted(x), m(x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_danet_head_checkpoint_loads_by_prefix():
+    """The chapter's one-line load: the official network keeps the modules under head.sa / head.sc."""
+    g = torch.Generator().manual_seed(0)
+    shapes = {"head.conv5a.0.weight": (4, 16, 3, 3), "head.sa.gamma": (1,),
+              "head.sa.query_conv.weight": (2, 16, 1, 1), "head.sa.query_conv.bias": (2,),
+              "head.sa.key_conv.weight": (2, 16, 1, 1), "head.sa.key_conv.bias": (2,),
+              "head.sa.value_conv.weight": (16, 16, 1, 1), "head.sa.value_conv.bias": (16,), "head.sc.gamma": (1,)}
+    sd = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+    pam = attn_lib.load_official("danet_position", {k[8:]: v for k, v in sd.items() if k.startswith("head.sa.")}, 16)
+    cam = attn_lib.load_official("danet_channel", {k[8:]: v for k, v in sd.items() if k.startswith("head.sc.")}, 16)
+    assert torch.equal(pam.query.weight, sd["head.sa.query_conv.weight"]) and torch.equal(cam.gamma, sd["head.sc.gamma"])
+    with pytest.raises(ValueError, match="query_conv.weight"):
+        attn_lib.load_official("danet_position", {"gamma": sd["head.sa.gamma"]}, 16)
+
+
+@pytest.mark.parametrize("variant", PositionAttention.VARIANTS)
+def test_the_sdpa_path_runs_a_fused_kernel(variant):
+    """The memory-efficient path must not fall back to PyTorch's math kernel (which builds the
+    N x N matrix): with only the fused CPU kernel allowed, forward and backward still run. (The
+    paper variant's unpadded Q and K were not contiguous and fell back before.)"""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    m = PositionAttention(16, variant=variant, implementation="sdpa")
+    x = torch.randn(2, 16, 9, 7, requires_grad=True)
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        m(x).sum().backward()
+    assert x.grad is not None

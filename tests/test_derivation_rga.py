@@ -5,19 +5,21 @@ import torch
 from einops.layers.torch import Reduce
 from torch import nn
 
+import attn_lib
 from attn_lib.checks.rga import (
     _prepared,
     check_rga_depends_on_own_relations,
+    check_rga_half_precision,
     check_rga_is_a_gate,
     check_rga_matches_formula,
     check_rga_matches_official_replay,
     check_rga_relation_vectors,
     official_forward,
 )
-from attn_lib.rga import RGAChannel, RGASpatial
+from attn_lib.rga import RGAChannel, RGASpatial, convert_official_state_dict, official_branch
 
 CHECKS = [check_rga_matches_formula, check_rga_relation_vectors, check_rga_depends_on_own_relations,
-          check_rga_is_a_gate, check_rga_matches_official_replay]
+          check_rga_is_a_gate, check_rga_matches_official_replay, check_rga_half_precision]
 CLASSES = [RGASpatial, RGAChannel]
 KWARGS = dict(spatial_size=(4, 5), cha_ratio=2, spa_ratio=4, down_ratio=2)
 
@@ -50,18 +52,27 @@ class TransposedR:
         return super().relations(x).transpose(1, 2)
 
 
+class GateInOwnDtype:
+    """Broken: the gate computed in the input's dtype (float16 for a float16 module), with no
+    float32 path; exact in float64."""
+
+    def forward(self, x):
+        return x * self.attention(x)
+
+
 def no_sigmoid(m):
     m.sigmoid = nn.Identity()
 
 
 def max_pool(m):
     spatial = isinstance(m, RGASpatial)
-    m.pool = Reduce("b k h w -> b 1 h w" if spatial else "b k c 1 -> b 1 c 1", "max")
+    m.pool = Reduce("b k h w -> b 1 h w" if spatial else "b k c 1 -> b 1 c 1", "max").forward   # hides the method
 
 
 def no_relu_on_qk(m):
-    m.query[-1] = nn.Identity()
-    m.key[-1] = nn.Identity()
+    units = m.units()
+    units["query"][-1] = nn.Identity()
+    units["key"][-1] = nn.Identity()
 
 
 MUTANTS = {
@@ -74,6 +85,7 @@ MUTANTS = {
                                       check_rga_matches_official_replay]),
     "max-pool": (None, max_pool, [check_rga_matches_formula, check_rga_matches_official_replay]),
     "no-relu-on-QK": (None, no_relu_on_qk, [check_rga_matches_formula, check_rga_relation_vectors]),
+    "gate-in-float16": (GateInOwnDtype, None, [check_rga_half_precision]),
 }
 
 
@@ -92,6 +104,8 @@ def test_checks_reject_broken_rga(mutant, cls):
         broken = build(cls, variant, mixin)
         if breakage is not None:
             breakage(broken)
+        with torch.no_grad():
+            broken(torch.randn(2, 6, *KWARGS["spatial_size"]))     # the mutant runs: it fails the checks, not Python
         for check in checks:
             with pytest.raises(AssertionError):
                 check(broken)
@@ -113,3 +127,86 @@ def test_spatial_then_channel_is_the_official_module_with_both_switches_on():
         replay = official_forward(x, spatial=s, channel=c)
         torch.testing.assert_close(nn.Sequential(s, c)(x), replay, rtol=1e-10, atol=1e-12)
         assert not torch.allclose(nn.Sequential(c, s)(x), replay), "the order must matter"
+
+
+def test_gate_in_float16_passes_the_float64_checks():
+    """Only the float16 check can see that bug."""
+    for cls in CLASSES:
+        for variant in cls.VARIANTS:
+            for check in CHECKS:
+                if check is not check_rga_half_precision:
+                    check(build(cls, variant, GateInOwnDtype))
+
+
+OFFICIAL_ORDER = ["gx", "gg", "W", "theta", "phi"]
+
+
+@pytest.mark.parametrize("cls, branch", [(RGASpatial, "spatial"), (RGAChannel, "channel")])
+def test_layers_carry_the_official_names_in_the_official_order(cls, branch):
+    """rga_modules.py at cdc9965 registers gx, gg, W, theta, phi (432d950 moved theta and phi last)."""
+    m = cls(16, spatial_size=(4, 5), variant="official")
+    assert [name for name, _ in m.named_children() if name != "sigmoid"] == [f"{n}_{branch}" for n in OFFICIAL_ORDER]
+    keys = list(m.state_dict())
+    assert keys[0] == f"gx_{branch}.0.weight" and keys[-1] == f"phi_{branch}.1.num_batches_tracked"
+    assert f"W_{branch}.3.weight" in keys and f"W_{branch}.4.running_var" in keys
+
+
+def test_a_state_dict_of_both_branches_is_refused_whole_and_loads_by_branch():
+    """RGA_Module(use_spatial=True, use_channel=True) holds both branches: load_official refuses
+    the whole state dict (naming the other branch's keys), official_branch splits it."""
+    torch.manual_seed(0)
+    s_off = RGASpatial(64, spatial_size=(4, 5), variant="official")
+    c_off = RGAChannel(64, spatial_size=(4, 5), variant="official")
+    both = {}
+    for a, b in zip(s_off.state_dict().items(), c_off.state_dict().items()):
+        both["backbone.rga_att1." + a[0]] = a[1]
+        both["backbone.rga_att1." + b[0]] = b[1]
+    whole = {k[len("backbone.rga_att1."):]: v for k, v in both.items()}
+    with pytest.raises(ValueError, match="gx_channel.0.weight"):
+        attn_lib.load_official("rga_spatial", whole, 64, spatial_size=(4, 5))
+    for name, ref, branch in (("rga_spatial", s_off, "spatial"), ("rga_channel", c_off, "channel")):
+        part = official_branch(both, branch, "backbone.rga_att1.")
+        assert list(part) == list(ref.state_dict())
+        m = attn_lib.load_official(name, part, 64, spatial_size=(4, 5))
+        for key, value in ref.state_dict().items():
+            assert torch.equal(m.state_dict()[key], value), key
+    assert convert_official_state_dict(whole) == whole                       # the converter keeps every key
+    with pytest.raises(ValueError, match="branch"):
+        official_branch(whole, "both")
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_float16_module_in_train_mode_updates_its_batchnorm_statistics(cls):
+    """The float32 gate of a float16 module still updates the float16 running statistics."""
+    m = cls(6, variant="official", **KWARGS).half().train()
+    ref = cls(6, variant="official", **KWARGS).train()
+    ref.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in m.state_dict().items()})
+    x = torch.randn(3, 6, *KWARGS["spatial_size"])
+    with torch.no_grad():
+        m(x.half())
+        ref(x.half().float())
+    for (key, a), b in zip(m.state_dict().items(), ref.state_dict().values()):
+        if key.endswith(("running_mean", "running_var")):
+            torch.testing.assert_close(a.float(), b, rtol=2e-3, atol=2e-3)
+        elif key.endswith("num_batches_tracked"):
+            assert a.item() == b.item() == 1, key
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_min_width_clamps_every_width(cls):
+    m = cls(16, spatial_size=(2, 2), min_width=4)
+    for unit in m.units().values():
+        for layer in unit:
+            if isinstance(layer, nn.Conv2d) and layer.out_channels != 1:
+                assert layer.out_channels >= 4
+    with pytest.raises(ValueError, match="min_width"):
+        cls(16, spatial_size=(2, 2), min_width=0)
+
+
+@pytest.mark.parametrize("cls, shape", [(RGASpatial, (1, 6, 1, 1)), (RGAChannel, (1, 1, 4, 5))])
+def test_official_batchnorms_refuse_one_value_per_channel_in_training(cls, shape):
+    m = cls(shape[1], spatial_size=shape[2:], variant="official").train()
+    with pytest.raises(ValueError, match=rf"{cls.__name__} .*got \({shape[0]}, {shape[1]}, {shape[2]}, {shape[3]}\)"):
+        m(torch.randn(*shape))
+    m.eval()(torch.randn(*shape))                                          # eval mode works
+    cls(shape[1], spatial_size=shape[2:]).train()(torch.randn(*shape))     # no BatchNorm in the paper variant
