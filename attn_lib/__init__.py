@@ -71,7 +71,8 @@ def create(name: str, channels: int, **kwargs) -> nn.Module:
 
 def _official_name(source, key: str, given=()) -> str:
     """This module's key written with the official code's names (for error messages). Where
-    several official layouts map to the same key, the one the given state dict uses wins."""
+    several official layouts map to the same key, the one the given state dict uses wins. A
+    class may hold its own ``_OFFICIAL_PREFIXES`` where its file holds two official layouts."""
     pairs = tuple(getattr(source, "_OFFICIAL_PREFIXES", ()))
     used = tuple(p for p in pairs if any(k.startswith(p[0]) or ("." + p[0]) in k for k in given))
     for official, ours in used + pairs:
@@ -103,7 +104,8 @@ def load_official(name: str, state_dict: Mapping[str, torch.Tensor], channels: i
     converted = convert(dict(state_dict))
     given = dict(zip(converted, state_dict)) if len(converted) == len(state_dict) else {}
     ours = module.state_dict()
-    missing = [_official_name(source, k, state_dict) for k in ours if k not in converted]
+    names = type(module) if "_OFFICIAL_PREFIXES" in vars(type(module)) else source
+    missing = [_official_name(names, k, state_dict) for k in ours if k not in converted]
     unexpected = [given.get(k, k) for k in converted if k not in ours]
     wrong = [f"{given.get(k, k)}: got {tuple(v.shape)}, expected {tuple(ours[k].shape)}"
              for k, v in converted.items() if k in ours and tuple(v.shape) != tuple(ours[k].shape)]

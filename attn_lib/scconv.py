@@ -11,35 +11,53 @@
     Y1  = F4(Y1') = Y1' * K4                 eq. (4)
     Y2  = F1(X2) = X2 * K1,   Y = [Y1; Y2]   the plain half; concatenation
 
-SCConv is eqs. (1)-(4), C -> C channels. SCBottleneck is SCNet's residual block: 1x1 convs
-(conv1_b, conv1_a; BN, ReLU) give X1 and X2 with C_out // 8 channels each, then SCConv and
-K1, ReLU, concatenation, 1x1 conv3 + BN to C_out, residual addition, ReLU.
+These are CONVOLUTIONS, not gates to insert after a layer. SCConv is eqs. (1)-(4): a C -> C
+replacement for one 3x3 convolution (the self-calibrated half's), with three C x C 3x3 kernels
+(27 C^2 weights: 1.8M at C = 256, 113M at C = 2048). SCBottleneck is SCNet's residual block, a
+replacement for a whole ResNet bottleneck (1x1, 3x3, 1x1 and the shortcut): 1x1 convs (conv1_b,
+conv1_a; BN, ReLU) give X1 and X2 with C_out // 8 channels each, then SCConv and K1, ReLU,
+concatenation, 1x1 conv3 + BN to C_out, residual addition, ReLU. Neither keeps the parameter
+count of a network when added to it; SCBottleneck keeps it when it replaces a bottleneck.
 
-Official code consulted: github.com/MCG-NKU/SCNet, scnet.py (SCConv, SCBottleneck, both
-versions of the file). As there, every K_i is a bias-free 3x3 convolution followed by
-BatchNorm (the paper's equations omit normalisation), K4 and K1 carry the stride, and the block
-concatenates [K1 half; SC half] before conv3; parameter names match the official ones. The paper
-describes Up as bilinear; the code uses F.interpolate's default, nearest: variant="official".
-nn.AvgPool2d(r) crops the last H mod r rows and W mod r columns and fails on maps smaller than
-r: such maps are refused with a ValueError unless ceil_mode=True, which keeps partial windows
-(averaged over the pixels they hold) and differs from the code when r does not divide H or W.
-The later official file's options cardinality (groups), dilation and avd (SCNet-v1d) are not
-reproduced: this is the SCNet-50/101 configuration (groups 1, dilation 1, no avd).
-The paper draws one 1x1 convolution split into [X1; X2] and Y = [Y1; Y2]; the code's two 1x1
-convolutions and its [Y2; Y1] concatenation are the same block with the weights relabelled.
+Official code consulted: github.com/MCG-NKU/SCNet at commit c0b5bd6 (its latest), scnet.py,
+classes SCConv and SCBottleneck (and the first version of the file, commit 1666a38). As there,
+every K_i is a bias-free 3x3 convolution followed by BatchNorm (the paper's equations omit
+normalisation), K4 and K1 carry the stride, and the block concatenates [K1 half; SC half] before
+conv3; parameter names and their order are the official ones (convert_official_state_dict is
+the identity), so the released ImageNet weights (scnet.py's model_urls, or the README's links)
+load block by block. The paper describes Up as bilinear; the code uses F.interpolate's default,
+nearest: variant="official". The later official file's options cardinality (groups), dilation
+and avd (SCNet-50_v1d, whose first block of a stage average-pools before conv3 and in its
+shortcut) are not reproduced: this is the SCNet-50/101 configuration (groups 1, dilation 1, no avd).
+The paper's figure splits X into [X1; X2] and concatenates Y = [Y1; Y2]; with X the output of one
+1x1 convolution, the code's two 1x1 convolutions and its [Y2; Y1] concatenation are the same
+block with the weights relabelled.
+Initialisation: PyTorch's defaults, as the official classes give; the official SCNet constructor
+then re-draws every convolution with kaiming_normal_(mode="fan_out", nonlinearity="relu") and sets
+BatchNorms to 1, 0: a network built from these blocks should do the same.
+
+Small and odd maps: nn.AvgPool2d(r) crops the last H mod r rows and W mod r columns (as here, by
+default), and the official code fails on a map smaller than r. Here the window along an axis
+shorter than r is that axis' length (3 x 3 with r = 4: T1 is the map's mean), so any H, W >= 1
+works and every map the official code accepts gives its numbers; ceil_mode, adaptive pooling and
+this window agree exactly on such an axis (the chapter measures it). ceil_mode=True keeps partial
+windows everywhere (averaged over the pixels they hold), so that no row or column is ignored; it
+differs from the official code when r does not divide H or W. In training mode the BatchNorm
+after K2 needs more than one value per channel: B * h1 * w1 == 1 (e.g. batch 1 on a map of at
+most r x r) is refused with a ValueError. float16/bfloat16 are computed in their own precision
+(convolutions and BatchNorm only; no sum that can overflow).
 
 Args:
-    channels: C, channels of the input.
-    pooling_r: r, window and stride of the average pooling (4 in the paper).
+    channels: C, channels of the input (SCConv: of X1; SCBottleneck: of the block's input).
+    pooling_r: r, window and stride of the average pooling (4 in the official code).
     stride: stride of K4 (and K1); the gate is computed at the input's resolution.
-    ceil_mode: keep partial pooling windows, so that any H, W >= 1 works.
+    ceil_mode: keep partial pooling windows (every pixel reaches T1).
     out_channels: (SCBottleneck only) C_out, default C; a 1x1 shortcut is added when
-        C_out != C or stride != 1.
+        C_out != C or stride != 1 (the official downsample).
     variant: "paper" (bilinear Up) or "official" (nearest Up, as the released code).
 
 Shape: (B, C, H, W) -> (B, C, H, W) (SCConv, stride 1; SCBottleneck with default kwargs);
 (B, C, H', W') with H' = (H - 1) // stride + 1 otherwise, C_out channels for SCBottleneck.
-H, W >= r unless ceil_mode=True.
 """
 import torch
 import torch.nn.functional as F
@@ -54,21 +72,45 @@ def _conv_bn(channels: int, stride: int = 1) -> nn.Sequential:
     )
 
 
-def _check_input(module: nn.Module, x: torch.Tensor, channels: int, r: int, ceil_mode: bool) -> None:
-    name = type(module).__name__
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != channels:
-        raise ValueError(f"{name} expects input of shape (B, {channels}, H, W), got {tuple(x.shape)}")
-    if not ceil_mode and (x.shape[-2] < r or x.shape[-1] < r):
-        raise ValueError(
-            f"{name} expects input of shape (B, {channels}, H, W) with H, W >= pooling_r = {r} "
-            f"(or ceil_mode=True), got {tuple(x.shape)}"
-        )
+class CalibrationPool(nn.Module):
+    """AvgPool_r of eq. (1): r x r windows with stride r; along an axis shorter than r the window
+    is the whole axis. ceil_mode keeps partial windows."""
+
+    def __init__(self, r: int, ceil_mode: bool = False):
+        super().__init__()
+        self.r, self.ceil_mode = r, ceil_mode
+
+    def window(self, h: int, w: int) -> tuple[int, int]:
+        return min(self.r, h), min(self.r, w)
+
+    def pooled_size(self, h: int, w: int) -> tuple[int, int]:
+        """(h1, w1), the size of T1 for an h x w map."""
+        kh, kw = self.window(h, w)
+        if self.ceil_mode:
+            return (h + kh - 1) // kh, (w + kw - 1) // kw
+        return h // kh, w // kw
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.window(x.shape[-2], x.shape[-1])
+        return F.avg_pool2d(x, [kh, kw], [kh, kw], 0, self.ceil_mode)            # T1: (B, C, h1, w1)
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, ceil_mode={self.ceil_mode}"
 
 
 class SCConv(nn.Module):
-    """Self-calibration: Y1 = K4 * ((K3 * X1) . sigma(X1 + Up(K2 * AvgPool_r(X1))))."""
+    """Self-calibration: Y1 = K4 * ((K3 * X1) . sigma(X1 + Up(K2 * AvgPool_r(X1)))).
+
+    A C -> C convolution (three 3x3 kernels), not a gate: in SCNet it replaces the 3x3
+    convolution of half a bottleneck (see SCBottleneck).
+
+    Args:
+        channels: C, channels of X1.
+        pooling_r: r, window and stride of the average pooling (4).
+        stride: stride of K4.
+        ceil_mode: keep partial pooling windows.
+        variant: "paper" (bilinear Up) or "official" (nearest Up, as MCG-NKU/SCNet).
+    """
 
     VARIANTS = ("paper", "official")
 
@@ -90,7 +132,7 @@ class SCConv(nn.Module):
         self.ceil_mode, self.variant = ceil_mode, variant
         self.up_mode = "bilinear" if variant == "paper" else "nearest"
         self.k2 = nn.Sequential(                                        # K2 on the pooled map
-            nn.AvgPool2d(pooling_r, pooling_r, ceil_mode=ceil_mode),    # T1: (B, C, H/r, W/r)
+            CalibrationPool(pooling_r, ceil_mode),                      # T1: (B, C, h1, w1)
             *_conv_bn(channels),
         )
         self.k3 = _conv_bn(channels)                                    # K3, full resolution
@@ -98,17 +140,28 @@ class SCConv(nn.Module):
 
     def context(self, x1: torch.Tensor) -> torch.Tensor:
         """X1' = Up(T1 * K2), eqs. (1)-(2), shape (B, C, H, W)."""
-        f2 = self.k2(x1)                                                # T1 * K2: (B, C, H/r, W/r)
+        f2 = self.k2(x1)                                                # T1 * K2: (B, C, h1, w1)
+        size = [x1.shape[-2], x1.shape[-1]]
         if self.up_mode == "bilinear":
-            return F.interpolate(f2, size=x1.shape[-2:], mode="bilinear", align_corners=False)
-        return F.interpolate(f2, size=x1.shape[-2:], mode="nearest")
+            return F.interpolate(f2, size=size, mode="bilinear", align_corners=False)
+        return F.interpolate(f2, size=size, mode="nearest")
 
     def gate(self, x1: torch.Tensor) -> torch.Tensor:
         """sigma(X1 + X1'), shape (B, C, H, W), values in (0, 1)."""
         return torch.sigmoid(x1 + self.context(x1))
 
+    def check_trainable(self, name: str, x: torch.Tensor, x1: torch.Tensor) -> None:
+        """In training mode the BatchNorm after K2 needs more than one value per channel."""
+        if self.training:
+            h1, w1 = self.k2[0].pooled_size(x1.shape[-2], x1.shape[-1])
+            if x1.shape[0] * h1 * w1 == 1:
+                raise ValueError(name + " in training mode needs more than one value per channel in the "
+                                 "BatchNorm after K2 (batch * pooled H * pooled W > 1, pooling_r = "
+                                 + str(self.pooling_r) + "), got " + _shape_str(x.shape))
+
     def forward(self, x1: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x1, self.channels, self.pooling_r, self.ceil_mode)
+        _check_input("SCConv", x1, self.channels, self.k3[0].weight)
+        self.check_trainable("SCConv", x1, x1)
         y1_prime = self.k3(x1) * self.gate(x1)                          # Y1', eq. (3)
         return self.k4(y1_prime)                                        # Y1 = Y1' * K4, eq. (4)
 
@@ -118,7 +171,18 @@ class SCConv(nn.Module):
 
 
 class SCBottleneck(nn.Module):
-    """SCNet's residual block: [K1 half; SCConv half] between 1x1 convolutions, plus a shortcut."""
+    """SCNet's residual block: [K1 half; SCConv half] between 1x1 convolutions, plus a shortcut.
+
+    A replacement for a ResNet bottleneck (same convolution weights), not a module to add to one.
+
+    Args:
+        channels: C, channels of the input.
+        out_channels: C_out (default C); the halves have C' = C_out // 8 channels each.
+        pooling_r: r of the SCConv half (4).
+        stride: stride of K1 and K4 (and of the shortcut).
+        ceil_mode: keep partial pooling windows.
+        variant: "paper" (bilinear Up) or "official" (nearest Up, as MCG-NKU/SCNet).
+    """
 
     VARIANTS = ("paper", "official")
     expansion = 4                                                       # C_out = 4 x bottleneck width
@@ -149,7 +213,7 @@ class SCBottleneck(nn.Module):
         self.scconv = SCConv(width, pooling_r=pooling_r, stride=stride, ceil_mode=ceil_mode, variant=variant)
         self.conv3 = nn.Conv2d(2 * width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)                               # in place, as the official code
         self.downsample = None
         if stride != 1 or out_channels != channels:                     # official shortcut
             self.downsample = nn.Sequential(
@@ -158,7 +222,8 @@ class SCBottleneck(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x, self.channels, self.pooling_r, self.ceil_mode)
+        _check_input("SCBottleneck", x, self.channels, self.conv1_a.weight)
+        self.scconv.check_trainable("SCBottleneck", x, x)
         x2 = self.relu(self.bn1_a(self.conv1_a(x)))                     # X2: (B, C', H, W)
         x1 = self.relu(self.bn1_b(self.conv1_b(x)))                     # X1: (B, C', H, W)
         y = torch.cat([self.k1(x2), self.scconv(x1)], dim=1)            # [Y2; Y1]: (B, 2C', H', W')
@@ -171,4 +236,74 @@ class SCBottleneck(nn.Module):
                 f"stride={self.stride}, variant={self.variant!r}")
 
 
+_OFFICIAL_PREFIXES = ()                  # the official names are ours: k2.1, k3.0, conv1_a, bn3, ...
+
+
+def convert_official_state_dict(state_dict: dict) -> dict:
+    """The official SCConv and SCBottleneck keys are this module's (k2.1 = K2, k2.2 = its
+    BatchNorm, k3.0/k3.1, k4.0/k4.1, conv1_a, bn1_a, conv1_b, bn1_b, k1.0/k1.1, scconv.*, conv3,
+    bn3, downsample.0/1), in the same order: a copy."""
+    return _rename_official(dict(state_dict), _OFFICIAL_PREFIXES)
+
+
 REGISTRY = {"scconv": SCConv, "sc_bottleneck": SCBottleneck}
+
+
+# %% book/src/scconv.md, cell 15
+# The input checks every module runs first (one source: book/src/include/input_checks.py).
+# Plain torch and string operations, so that torch.jit.script, torch.jit.trace,
+# torch.compile(fullgraph=True), torch.export and ONNX export all keep working.
+from typing import List, Optional
+
+
+def _shape_str(shape: List[int]) -> str:
+    """A shape written as Python writes a tuple: (2, 16, 7, 9)."""
+    if len(shape) == 1:
+        return "(" + str(shape[0]) + ",)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _autocast_is_on(x: torch.Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    if x.device.type == "meta":
+        return False         # autocast has no meta device (asking raises)
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def _check_input(module: str, x: torch.Tensor, channels: int,
+                 weight: Optional[torch.Tensor] = None) -> None:
+    """Refuse what `module` cannot compute, naming the module, what it expects and what it got:
+    a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a non-floating dtype, and
+    (outside autocast) an input whose dtype differs from the module's weights."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+        raise ValueError(module + " expects input of shape (B, " + str(channels)
+                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+    if not x.is_floating_point():
+        raise TypeError(module + " expects a floating-point tensor, got dtype " + str(x.dtype))
+    if weight is not None and x.dtype != weight.dtype and not _autocast_is_on(x):
+        raise TypeError(module + " has " + str(weight.dtype) + " weights but got a "
+                        + str(x.dtype) + " input: convert the module or the input")
+
+
+# %% book/src/scconv.md, cell 16
+# Renaming official checkpoint keys (one source: book/src/include/official_keys.py).
+def _rename_official(state_dict: dict, prefixes) -> dict:
+    """Rename the keys of an official state dict to this module's. `prefixes` holds (official,
+    ours) pairs of submodule paths ending in "."; the first pair that matches a key, at its start
+    or after a ".", renames it, so the keys of a whole network's checkpoint convert too (the part
+    before the module is kept). Keys no pair matches are kept; the order of the keys is kept."""
+    converted = {}
+    for key, value in state_dict.items():
+        for official, ours in prefixes:
+            if key.startswith(official):
+                key = ours + key[len(official):]
+                break
+            at = key.find("." + official)
+            if at >= 0:
+                key = key[: at + 1] + ours + key[at + 1 + len(official):]
+                break
+        converted[key] = value
+    return converted

@@ -106,6 +106,8 @@ def _shape_str(shape: List[int]) -> str:
 def _autocast_is_on(x: torch.Tensor) -> bool:
     if torch.jit.is_scripting():
         return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    if x.device.type == "meta":
+        return False         # autocast has no meta device (asking raises)
     return torch.is_autocast_enabled(x.device.type)
 
 

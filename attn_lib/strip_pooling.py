@@ -4,7 +4,7 @@
 # %% book/src/strip_pooling.md, cell 18
 """Strip Pooling (Hou, Zhang, Cheng, Feng, CVPR 2020), arXiv:2003.13328.
 
-Strip pooling module (SPM), for x of shape (C, H, W):
+Strip pooling module (SPM, registry name "strip_pooling"), for x of shape (C, H, W):
 
     y^h_{c,i} = 1/W sum_j x_{c,i,j}          horizontal strip, (C, H)
     y^v_{c,j} = 1/H sum_i x_{c,i,j}          vertical strip,   (C, W)
@@ -12,39 +12,62 @@ Strip pooling module (SPM), for x of shape (C, H, W):
     y_{c,i,j} = y^h_{c,i} + y^v_{c,j}        expand and fuse
     z = Scale(x, sigma(f(y)))                f: 1x1 convolution, sigma: sigmoid
 
-Mixed pooling module (MPM): a 1x1 reduction to C/4 feeds a short-range branch (a 3x3 conv plus
-adaptive average pools to p1 x p1 and p2 x p2, each 3x3 conv'd and upsampled bilinearly, summed,
-ReLU, 3x3 conv) and a second 1x1 reduction feeds a long-range branch (the two strips with
-1-D convs, summed, ReLU, 3x3 conv); the two are concatenated, projected back to C by a 1x1 conv,
-and out = ReLU(x + projection).
+Mixed pooling module (MPM, "mixed_pooling"): a 1x1 reduction to C/4 feeds a short-range branch
+(a 3x3 conv plus adaptive average pools to p1 x p1 and p2 x p2, each 3x3 conv'd and upsampled
+bilinearly, summed, ReLU, 3x3 conv) and a second 1x1 reduction feeds a long-range branch (the two
+strips with 1-D convs, summed, ReLU, 3x3 conv); the two are concatenated, projected back to C by a
+1x1 conv, and out = ReLU(x + projection).
 
-Official code consulted: github.com/houqb/SPNet: models/resnet.py, class SPBlock (the SPM),
-models/customize.py, class StripPooling (the MPM), models/spnet.py (SPHead: pool sizes (20, 12)),
-models/base.py (bilinear resizing with align_corners=True).
-SPBlock puts a BatchNorm after each 1-D conv and a ReLU after the fusion, which the paper's
-formula does not have: StripPooling(variant="official") adds them (same parameter tensors as
-SPBlock: conv1 -> conv_h, bn1 -> bn_h, conv2 -> conv_v, bn2 -> bn_v, conv3 -> fuse). In SPBlock the
-(3, 1) conv acts on the (H, 1) strip and the (1, 3) conv on the (1, W) strip, as here. The MPM
-follows StripPooling of customize.py layer for layer (BatchNorm included); its adaptive pools are
-written as two averaging matrices (ONNX cannot export adaptive_avg_pool2d to a size that does
-not divide the input), and its strips are broadcast instead of bilinearly resized from one row
-or column (the same numbers, with align_corners=True as in the official code).
+Official code consulted: github.com/houqb/SPNet at commit 5e97da3 (its latest): models/resnet.py,
+class SPBlock (the SPM; ResNet's Bottleneck applies it as out * spm(out), which is our forward);
+models/customize.py, class StripPooling (the MPM); models/spnet.py, SPHead (pool sizes (20, 12));
+models/base.py (up_kwargs: bilinear, align_corners=True).
+
+StripPooling(variant="official") is SPBlock: conv1 (3x1, no bias) and bn1 on the H x 1 strip, conv2
+(1x3, no bias) and bn2 on the 1 x W strip, a ReLU on their sum, conv3 (1x1, with bias), sigmoid:
+the same five tensors in the same order (our conv_h, bn_h, conv_v, bn_v, fuse). The BatchNorms and
+the ReLU are not in the paper's formula. SPBlock changed twice: until commit 3ddee89 (10 June 2020,
+"bias=False for Conv2d when using BatchNorm") conv1 and conv2 had biases, and until 218a797
+(27 May 2020) pool1 and pool2 were swapped, so that the 3x1 conv met the 1 x W strip (and used only
+its middle tap). convert_official_state_dict folds the conv1/conv2 biases of an older checkpoint
+into bn1/bn2's running means, which is exact in eval and in training mode (a BatchNorm removes a
+constant shift). variant="paper" is the formula: no BatchNorm, no ReLU, and its three
+convolutions keep PyTorch's default biases (the paper does not specify them, as far as we checked).
+
+MixedPooling follows StripPooling of customize.py layer for layer (BatchNorm after every conv,
+ReLUs where the code has them, ReLU(x + out) at the end), and we know of no place where the paper
+says otherwise: variant="paper" and variant="official" build the same module. Two rewrites give
+the same numbers: the adaptive pools are two averaging matrices (ONNX cannot export
+adaptive_avg_pool2d to a size that does not divide the input), and the strips are broadcast
+instead of bilinearly resized from one row or column (with align_corners=True that resize is an
+exact copy). The official width int(C / 4) is 0 for C < 4;
+ours is max(min_width, C // 4).
+
+Initialisation: PyTorch's defaults, as the official classes give. The official networks re-draw
+their convolutions when built (SPNet's ResNet: N(0, 2 / (k_h k_w C_out)), SPBlock included;
+BatchNorm weights 1, biases 0): a network built from these modules should do the same.
 
 Args:
     channels: C, channels of the input.
+    variant: StripPooling: "paper" (the formula) or "official" (SPBlock: no 1-D conv biases,
+        + BatchNorms, + ReLU). MixedPooling: "paper" or "official", the same module.
     pool_sizes: (p1, p2), MixedPooling only: output sizes of the two adaptive average pools
         (official: (20, 12)); they may exceed the map, see adaptive_avg_matrix.
-    variant: StripPooling only: "paper" (the formula) or "official" (SPBlock: + BN, + ReLU).
+    min_width: MixedPooling only: the hidden width is max(min_width, C // 4) (default 1; the
+        official int(C / 4) for C >= 4).
 
-Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1.
+Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1. In training mode a BatchNorm needs more than
+one value per channel: StripPooling(variant="official") and MixedPooling refuse B * H == 1 or
+B * W == 1 (a strip with one value) with a ValueError. float16/bfloat16 inputs are computed in
+their own precision: the strips are means (accumulated in float32 by PyTorch), and no sum of
+squares or energy can overflow.
 """
 import torch
 import torch.nn.functional as F
-from einops.layers.torch import Reduce
 from torch import nn
 
 
-def adaptive_avg_matrix(n_in: int, n_out: int, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def adaptive_avg_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """P of shape (n_out, n_in): adaptive average pooling of n_in cells into n_out bins.
 
     Bin k averages cells floor(k n_in / n_out) <= m < ceil((k + 1) n_in / n_out), as
@@ -68,24 +91,22 @@ class AdaptiveAvgPool(nn.Module):
         self.size = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p_h = adaptive_avg_matrix(x.shape[-2], self.size, dtype=x.dtype, device=x.device)  # (p, H)
-        p_w = adaptive_avg_matrix(x.shape[-1], self.size, dtype=x.dtype, device=x.device)  # (p, W)
-        return torch.einsum("ph,bchw,qw->bcpq", p_h, x, p_w)           # (B, C, p, p)
+        p_h = adaptive_avg_matrix(x.shape[-2], self.size, x.dtype, x.device)       # (p, H)
+        p_w = adaptive_avg_matrix(x.shape[-1], self.size, x.dtype, x.device)       # (p, W)
+        return torch.matmul(torch.matmul(p_h, x), p_w.t())                          # "ph,bchw,qw->bcpq"
 
     def extra_repr(self) -> str:
         return f"size={self.size}"
 
 
-def _check_input(module: nn.Module, x: torch.Tensor, channels: int) -> None:
-    name = type(module).__name__
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != channels:
-        raise ValueError(f"{name} expects input of shape (B, {channels}, H, W), got {tuple(x.shape)}")
-
-
 class StripPooling(nn.Module):
-    """Strip pooling module (SPM): z = x * sigma(f(conv_3x1(y^h) + conv_1x3(y^v)))."""
+    """Strip pooling module (SPM): z = x * sigma(f(conv_3x1(y^h) + conv_1x3(y^v))).
+
+    Args:
+        channels: C, channels of the input.
+        variant: "paper" (the formula, convolutions with biases) or "official" (SPBlock of
+            houqb/SPNet: bias-free 1-D convolutions, each followed by BatchNorm, and a ReLU on y).
+    """
 
     VARIANTS = ("paper", "official")
 
@@ -95,15 +116,22 @@ class StripPooling(nn.Module):
             raise ValueError(f"StripPooling: variant must be one of {self.VARIANTS}, got {variant!r}")
         self.channels, self.variant = channels, variant
         official = variant == "official"
-        self.pool_h = Reduce("b c h w -> b c h 1", "mean")                       # y^h: (B, C, H, 1)
-        self.pool_v = Reduce("b c h w -> b c 1 w", "mean")                       # y^v: (B, C, 1, W)
-        self.conv_h = nn.Conv2d(channels, channels, (3, 1), padding=(1, 0))      # 1-D conv along H
-        self.conv_v = nn.Conv2d(channels, channels, (1, 3), padding=(0, 1))      # 1-D conv along W
+        # registered in SPBlock's order: conv1, bn1, conv2, bn2, conv3
+        self.conv_h = nn.Conv2d(channels, channels, (3, 1), padding=(1, 0), bias=not official)  # along H
         self.bn_h = nn.BatchNorm2d(channels) if official else nn.Identity()      # official only
+        self.conv_v = nn.Conv2d(channels, channels, (1, 3), padding=(0, 1), bias=not official)  # along W
         self.bn_v = nn.BatchNorm2d(channels) if official else nn.Identity()      # official only
         self.act = nn.ReLU() if official else nn.Identity()                      # official only
         self.fuse = nn.Conv2d(channels, channels, 1)                             # f: 1x1 conv
         self.sigmoid = nn.Sigmoid()                                              # sigma
+
+    def pool_h(self, x: torch.Tensor) -> torch.Tensor:
+        """y^h, the mean of each row: "b c h w -> b c h 1"."""
+        return x.mean(3, keepdim=True)
+
+    def pool_v(self, x: torch.Tensor) -> torch.Tensor:
+        """y^v, the mean of each column: "b c h w -> b c 1 w"."""
+        return x.mean(2, keepdim=True)
 
     def strips(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two strips after their 1-D convolutions: (B, C, H, 1) and (B, C, 1, W)."""
@@ -118,7 +146,11 @@ class StripPooling(nn.Module):
         return self.sigmoid(self.fuse(y))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x, self.channels)
+        _check_input("StripPooling", x, self.channels, self.fuse.weight)
+        if self.training and self.variant == "official" and (x.shape[0] * x.shape[2] == 1 or x.shape[0] * x.shape[3] == 1):
+            raise ValueError("StripPooling(variant='official') in training mode needs more than one value "
+                             "per channel in each strip's BatchNorm (B * H > 1 and B * W > 1), got "
+                             + _shape_str(x.shape))
         return x * self.gate(x)                        # z = Scale(x, sigma(f(y)))
 
     def extra_repr(self) -> str:
@@ -132,32 +164,52 @@ def _conv_bn(c_in: int, c_out: int, kernel, padding, relu: bool) -> nn.Sequentia
 
 class MixedPooling(nn.Module):
     """Mixed pooling module (MPM): pyramid pooling (short range) + strip pooling (long range),
-    concatenated, projected, added to the input: ReLU(x + conv3([short; long]))."""
+    concatenated, projected, added to the input: ReLU(x + conv3([short; long])).
 
-    VARIANTS = ("paper",)
+    Args:
+        channels: C, channels of the input.
+        pool_sizes: (p1, p2), output sizes of the two adaptive average pools (official (20, 12)).
+        min_width: the hidden width is max(min_width, C // 4) (default 1).
+        variant: "paper" or "official": the same module (the official StripPooling of
+            models/customize.py, layer for layer).
+    """
 
-    def __init__(self, channels: int, *, pool_sizes: tuple[int, int] = (20, 12), variant: str = "paper"):
+    VARIANTS = ("paper", "official")
+
+    def __init__(self, channels: int, *, pool_sizes: tuple[int, int] = (20, 12), min_width: int = 1,
+                 variant: str = "paper"):
         super().__init__()
         if variant not in self.VARIANTS:
             raise ValueError(f"MixedPooling: variant must be one of {self.VARIANTS}, got {variant!r}")
+        if isinstance(min_width, bool) or not isinstance(min_width, int) or min_width < 1:
+            raise ValueError(f"MixedPooling: min_width must be an int >= 1, got {min_width!r}")
         self.channels, self.variant, self.pool_sizes = channels, variant, tuple(pool_sizes)
-        hidden = max(1, channels // 4)                                            # C/4
+        self.min_width = min_width
+        hidden = max(min_width, channels // 4)                                   # C/4
+        self.hidden = hidden
+        # registered in the official order: conv1_1, conv1_2, conv2_0 ... conv2_6, conv3
         self.reduce_short = _conv_bn(channels, hidden, 1, 0, relu=True)           # official conv1_1
         self.reduce_long = _conv_bn(channels, hidden, 1, 0, relu=True)            # official conv1_2
         self.local = _conv_bn(hidden, hidden, 3, 1, relu=False)                   # conv2_0
         self.pools = nn.ModuleList(AdaptiveAvgPool(p) for p in self.pool_sizes)   # pool1, pool2
         self.pool_convs = nn.ModuleList(_conv_bn(hidden, hidden, 3, 1, relu=False) for _ in self.pool_sizes)  # conv2_1, conv2_2
-        self.pool_v = Reduce("b c h w -> b c 1 w", "mean")                        # pool3: (B, C/4, 1, W)
-        self.pool_h = Reduce("b c h w -> b c h 1", "mean")                        # pool4: (B, C/4, H, 1)
-        self.conv_v = _conv_bn(hidden, hidden, (1, 3), (0, 1), relu=False)       # conv2_3, on the 1 x W strip
-        self.conv_h = _conv_bn(hidden, hidden, (3, 1), (1, 0), relu=False)       # conv2_4, on the H x 1 strip
+        self.strip_conv_v = _conv_bn(hidden, hidden, (1, 3), (0, 1), relu=False) # conv2_3, on the 1 x W strip
+        self.strip_conv_h = _conv_bn(hidden, hidden, (3, 1), (1, 0), relu=False) # conv2_4, on the H x 1 strip
         self.short_out = _conv_bn(hidden, hidden, 3, 1, relu=True)                # conv2_5
         self.long_out = _conv_bn(hidden, hidden, 3, 1, relu=True)                 # conv2_6
         self.project = _conv_bn(2 * hidden, channels, 1, 0, relu=False)           # conv3
 
+    def pool_v(self, x: torch.Tensor) -> torch.Tensor:
+        """pool3: the mean of each column, "b c h w -> b c 1 w"."""
+        return x.mean(2, keepdim=True)
+
+    def pool_h(self, x: torch.Tensor) -> torch.Tensor:
+        """pool4: the mean of each row, "b c h w -> b c h 1"."""
+        return x.mean(3, keepdim=True)
+
     def short_range(self, x: torch.Tensor) -> torch.Tensor:
         """Pyramid branch: 3x3 conv + two pooled-conv-upsampled maps, summed: (B, C/4, H, W)."""
-        h, w = x.shape[-2:]
+        h, w = x.shape[-2], x.shape[-1]
         out = self.local(x)
         for pool, conv in zip(self.pools, self.pool_convs):
             out = out + F.interpolate(conv(pool(x)), size=(h, w), mode="bilinear", align_corners=True)
@@ -165,18 +217,113 @@ class MixedPooling(nn.Module):
 
     def long_range(self, x: torch.Tensor) -> torch.Tensor:
         """Strip branch: conv_1x3(1 x W strip) + conv_3x1(H x 1 strip), expanded, summed: (B, C/4, H, W)."""
-        y = self.conv_v(self.pool_v(x)) + self.conv_h(self.pool_h(x))           # broadcast to H x W
+        y = self.strip_conv_v(self.pool_v(x)) + self.strip_conv_h(self.pool_h(x))   # broadcast to H x W
         return self.long_out(torch.relu(y))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(self, x, self.channels)
+        _check_input("MixedPooling", x, self.channels, self.project[0].weight)
+        if self.training and (x.shape[0] * x.shape[2] == 1 or x.shape[0] * x.shape[3] == 1):
+            raise ValueError("MixedPooling in training mode needs more than one value per channel in "
+                             "each strip's BatchNorm (B * H > 1 and B * W > 1), got " + _shape_str(x.shape))
         short = self.short_range(self.reduce_short(x))                           # (B, C/4, H, W)
         long = self.long_range(self.reduce_long(x))                              # (B, C/4, H, W)
         out = self.project(torch.cat([short, long], dim=1))                      # (B, C, H, W)
         return torch.relu(x + out)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, pool_sizes={self.pool_sizes}"
+        return (f"channels={self.channels}, pool_sizes={self.pool_sizes}, hidden={self.hidden}, "
+                f"variant={self.variant!r}")
+
+
+# official submodule paths -> ours (SPBlock of models/resnet.py, StripPooling of models/customize.py)
+_OFFICIAL_PREFIXES = (
+    ("conv1.", "conv_h."), ("bn1.", "bn_h."), ("conv2.", "conv_v."), ("bn2.", "bn_v."), ("conv3.", "fuse."),
+    ("conv1_1.", "reduce_short."), ("conv1_2.", "reduce_long."), ("conv2_0.", "local."),
+    ("conv2_1.", "pool_convs.0."), ("conv2_2.", "pool_convs.1."), ("conv2_3.", "strip_conv_v."),
+    ("conv2_4.", "strip_conv_h."), ("conv2_5.", "short_out."), ("conv2_6.", "long_out."), ("conv3.", "project."),
+)
+
+
+def convert_official_state_dict(state_dict: dict) -> dict:
+    """Map an official SPBlock or StripPooling (MPM) state dict to this file's keys.
+
+    SPBlock: conv1 -> conv_h, bn1 -> bn_h, conv2 -> conv_v, bn2 -> bn_v, conv3 -> fuse. A checkpoint
+    saved before commit 3ddee89 has conv1.bias and conv2.bias: each is folded into the following
+    BatchNorm's running mean (BN(z + b) with mean mu equals BN(z) with mean mu - b, and in training
+    mode the batch mean removes b), so the result loads into variant="official" and computes the
+    same. StripPooling: conv1_1 -> reduce_short, conv1_2 -> reduce_long, conv2_0 -> local, conv2_1
+    and conv2_2 -> pool_convs.0 and .1, conv2_3 -> strip_conv_v, conv2_4 -> strip_conv_h, conv2_5 -> short_out,
+    conv2_6 -> long_out, conv3 -> project."""
+    mpm = any(k.startswith("conv1_1.") or ".conv1_1." in k for k in state_dict)
+    prefixes = _OFFICIAL_PREFIXES[5:] if mpm else _OFFICIAL_PREFIXES[:5]
+    state = dict(state_dict)
+    for conv, bn in (() if mpm else (("conv1.", "bn1."), ("conv2.", "bn2."))):   # pre-3ddee89 biases
+        for key in [k for k in state if k.endswith(conv + "bias")]:
+            head = key[: -len(conv + "bias")]
+            mean = head + bn + "running_mean"
+            if (head == "" or head.endswith(".")) and mean in state:
+                state[mean] = state[mean] - state.pop(key)               # BN(z + b; mu) = BN(z; mu - b)
+    return _rename_official(state, prefixes)
 
 
 REGISTRY = {"strip_pooling": StripPooling, "mixed_pooling": MixedPooling}
+
+
+# %% book/src/strip_pooling.md, cell 19
+# The input checks every module runs first (one source: book/src/include/input_checks.py).
+# Plain torch and string operations, so that torch.jit.script, torch.jit.trace,
+# torch.compile(fullgraph=True), torch.export and ONNX export all keep working.
+from typing import List, Optional
+
+
+def _shape_str(shape: List[int]) -> str:
+    """A shape written as Python writes a tuple: (2, 16, 7, 9)."""
+    if len(shape) == 1:
+        return "(" + str(shape[0]) + ",)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _autocast_is_on(x: torch.Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return True          # TorchScript cannot ask safely; the dtype check is skipped there
+    if x.device.type == "meta":
+        return False         # autocast has no meta device (asking raises)
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def _check_input(module: str, x: torch.Tensor, channels: int,
+                 weight: Optional[torch.Tensor] = None) -> None:
+    """Refuse what `module` cannot compute, naming the module, what it expects and what it got:
+    a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a non-floating dtype, and
+    (outside autocast) an input whose dtype differs from the module's weights."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+        raise ValueError(module + " expects input of shape (B, " + str(channels)
+                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+    if not x.is_floating_point():
+        raise TypeError(module + " expects a floating-point tensor, got dtype " + str(x.dtype))
+    if weight is not None and x.dtype != weight.dtype and not _autocast_is_on(x):
+        raise TypeError(module + " has " + str(weight.dtype) + " weights but got a "
+                        + str(x.dtype) + " input: convert the module or the input")
+
+
+# %% book/src/strip_pooling.md, cell 20
+# Renaming official checkpoint keys (one source: book/src/include/official_keys.py).
+def _rename_official(state_dict: dict, prefixes) -> dict:
+    """Rename the keys of an official state dict to this module's. `prefixes` holds (official,
+    ours) pairs of submodule paths ending in "."; the first pair that matches a key, at its start
+    or after a ".", renames it, so the keys of a whole network's checkpoint convert too (the part
+    before the module is kept). Keys no pair matches are kept; the order of the keys is kept."""
+    converted = {}
+    for key, value in state_dict.items():
+        for official, ours in prefixes:
+            if key.startswith(official):
+                key = ours + key[len(official):]
+                break
+            at = key.find("." + official)
+            if at >= 0:
+                key = key[: at + 1] + ours + key[at + 1 + len(official):]
+                break
+        converted[key] = value
+    return converted

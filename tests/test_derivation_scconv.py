@@ -154,10 +154,62 @@ def test_ceil_mode_matches_formula_and_accepts_small_maps():
         assert SCBottleneck(16, ceil_mode=True, variant=variant).eval()(torch.randn(1, 16, 3, 2)).shape == (1, 16, 3, 2)
 
 
-def test_maps_smaller_than_r_are_refused_by_default():
+def test_maps_smaller_than_r_work_with_the_whole_axis_as_window():
+    """Issue 8: SCConv with r = 4 on a 3 x 3 map. The official nn.AvgPool2d(4) fails there; here an
+    axis shorter than r is pooled whole, which is what ceil_mode and adaptive pooling give too,
+    and what the official code computes on an r x r map (T1 = the mean)."""
+    x = torch.randn(2, 6, 3, 3, dtype=torch.float64)
+    for variant in SCConv.VARIANTS:
+        m = SCConv(6, variant=variant).double().eval()
+        ceil = SCConv(6, ceil_mode=True, variant=variant).double().eval()
+        ceil.load_state_dict(m.state_dict())
+        with torch.no_grad():
+            t1 = m.k2[0](x)
+            torch.testing.assert_close(t1, x.mean((2, 3), keepdim=True), rtol=0, atol=1e-15)
+            torch.testing.assert_close(t1, torch.nn.functional.adaptive_avg_pool2d(x, 1), rtol=0, atol=1e-15)
+            torch.testing.assert_close(m(x), ceil(x), rtol=0, atol=0)
+        x3 = torch.randn(2, 6, 3, 9, dtype=torch.float64)                  # one short axis, one long
+        with torch.no_grad():
+            torch.testing.assert_close(m.k2[0](x3), torch.nn.functional.avg_pool2d(x3, (3, 4)), rtol=0, atol=0)
     for cls in (SCConv, SCBottleneck):
-        with pytest.raises(ValueError, match=cls.__name__):
-            cls(16)(torch.randn(1, 16, 3, 8))
+        for hw in [(3, 3), (1, 1), (3, 8), (2, 5)]:
+            assert cls(16).eval()(torch.randn(1, 16, *hw)).shape == (1, 16, *hw)
+
+
+def test_maps_of_at_least_r_pool_as_the_official_avgpool():
+    """Where the official code works, the pooling is nn.AvgPool2d(r) exactly (floor mode)."""
+    m = SCConv(4, variant="official").double().eval()
+    for hw in [(4, 4), (7, 9), (13, 18), (16, 16)]:
+        x = torch.randn(2, 4, *hw, dtype=torch.float64)
+        with torch.no_grad():
+            torch.testing.assert_close(m.k2[0](x), nn.AvgPool2d(4)(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cls", [SCConv, SCBottleneck], ids=lambda c: c.__name__)
+def test_batch_of_one_that_pools_to_one_value_is_refused_in_training(cls):
+    """BatchNorm after K2 on a 1 x 1 pooled map of one sample cannot train: a ValueError naming the
+    module and the shape, not PyTorch's error from inside; eval mode and two samples work."""
+    for hw in [(4, 4), (3, 3), (1, 1), (7, 5)]:
+        x = torch.randn(1, 16, *hw)
+        with pytest.raises(ValueError) as info:
+            cls(16).train()(x)
+        assert cls.__name__ in str(info.value) and str(tuple(x.shape)) in str(info.value), str(info.value)
+        assert cls(16).eval()(x).shape == x.shape
+        assert cls(16).train()(torch.randn(2, 16, *hw)).shape == (2, 16, *hw)
+    assert cls(16).train()(torch.randn(1, 16, 8, 4)).shape == (1, 16, 8, 4)      # pools to 2 x 1
+
+
+def test_official_state_dict_order_is_the_official_one():
+    """scnet.py @ c0b5bd6 registers SCConv's k2 (pool, conv, BN), k3, k4, and SCBottleneck's
+    conv1_a, bn1_a, conv1_b, bn1_b, k1, scconv, conv3, bn3, downsample."""
+    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    sc = ["k2.1.weight"] + [f"k2.2.{k}" for k in bn] + ["k3.0.weight"] + [f"k3.1.{k}" for k in bn] \
+        + ["k4.0.weight"] + [f"k4.1.{k}" for k in bn]
+    assert list(SCConv(8, variant="official").state_dict()) == sc
+    block = ["conv1_a.weight"] + [f"bn1_a.{k}" for k in bn] + ["conv1_b.weight"] + [f"bn1_b.{k}" for k in bn] \
+        + ["k1.0.weight"] + [f"k1.1.{k}" for k in bn] + [f"scconv.{k}" for k in sc] + ["conv3.weight"] \
+        + [f"bn3.{k}" for k in bn] + ["downsample.0.weight"] + [f"downsample.1.{k}" for k in bn]
+    assert list(SCBottleneck(16, out_channels=32, variant="official").state_dict()) == block
 
 
 def test_stride_two_halves_the_map():

@@ -38,7 +38,7 @@ class ProductFusion(StripPooling):
 
 
 def sum_without_mean(m):
-    m.pool_h = Reduce("b c h w -> b c h 1", "sum")
+    m.pool_h = Reduce("b c h w -> b c h 1", "sum").forward      # an instance attribute hides the method
 
 
 def no_sigmoid(m):
@@ -69,7 +69,7 @@ class MPMSwappedStrips(MixedPooling):
     """Broken: each strip gets the other strip's 1-D conv."""
 
     def long_range(self, x):
-        y = self.conv_h(self.pool_v(x)) + self.conv_v(self.pool_h(x))
+        y = self.strip_conv_h(self.pool_v(x)) + self.strip_conv_v(self.pool_h(x))
         return self.long_out(torch.relu(y))
 
 
@@ -111,7 +111,9 @@ def test_checks_reject_broken_strip_pooling(mutant):
     for variant in StripPooling.VARIANTS:
         broken = cls(12, variant=variant)
         breakage(broken)
-        broken.eval()(torch.randn(2, 12, 7, 9))          # the mutant runs
+        x = torch.randn(2, 12, 7, 9)
+        with torch.no_grad():
+            assert not torch.allclose(broken.eval()(x), _intact(broken)(x)), "the mutant must change the output"
         for check in checks:
             with pytest.raises(AssertionError):
                 check(broken)
@@ -122,10 +124,21 @@ def test_checks_reject_broken_mixed_pooling(mutant):
     cls, breakage, checks = MPM_MUTANTS[mutant]
     broken = cls(12)
     breakage(broken)
-    broken.eval()(torch.randn(2, 12, 7, 9))              # the mutant runs
+    x = torch.randn(2, 12, 7, 9)
+    with torch.no_grad():
+        assert not torch.allclose(broken.eval()(x), _intact(broken)(x)), "the mutant must change the output"
     for check in checks:
         with pytest.raises(AssertionError):
             check(broken)
+
+
+def _intact(broken):
+    """A correct module of the mutant's class family with the mutant's weights."""
+    cls = MixedPooling if isinstance(broken, MixedPooling) else StripPooling
+    kwargs = dict(pool_sizes=broken.pool_sizes) if cls is MixedPooling else {}
+    intact = cls(broken.channels, variant=broken.variant, **kwargs).eval()
+    intact.load_state_dict(broken.state_dict())
+    return intact
 
 
 class OfficialWithoutReLU(StripPooling):
@@ -149,7 +162,18 @@ def mpm_short_out_without_relu(m):
     m.short_out = nn.Sequential(*list(m.short_out)[:2])
 
 
-@pytest.mark.parametrize("cls", [OfficialWithoutReLU, OfficialWithoutBN], ids=lambda c: c.__name__)
+class OfficialWithBiases(StripPooling):
+    """Broken official SPM: 1-D convolutions with biases, as SPBlock had them before commit 3ddee89
+    (the defect of issue 8: the official variant must have exactly SPBlock's tensors)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        c = self.channels
+        self.conv_h = nn.Conv2d(c, c, (3, 1), padding=(1, 0))
+        self.conv_v = nn.Conv2d(c, c, (1, 3), padding=(0, 1))
+
+
+@pytest.mark.parametrize("cls", [OfficialWithoutReLU, OfficialWithoutBN, OfficialWithBiases], ids=lambda c: c.__name__)
 def test_formula_rejects_official_spm_without_its_extras(cls):
     broken = cls(12, variant="official")
     broken.eval()(torch.randn(2, 12, 7, 9))              # the mutant runs
@@ -166,10 +190,13 @@ def test_formula_rejects_mpm_with_a_missing_relu():
 
 
 def test_paper_variant_is_official_without_bn_and_relu():
-    """With the same convolutions, BN at its initial state (identity up to eps) and the ReLU
-    removed, the official form computes the paper's output."""
+    """With the same convolutions (the paper's 1-D biases at zero), BN at its initial state
+    (identity up to eps) and the ReLU removed, the official form computes the paper's output."""
     paper = StripPooling(8).double().eval()
     official = StripPooling(8, variant="official").double().eval()
+    with torch.no_grad():
+        paper.conv_h.bias.zero_()
+        paper.conv_v.bias.zero_()
     official.load_state_dict(paper.state_dict(), strict=False)
     official.act = nn.Identity()
     x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
@@ -177,11 +204,65 @@ def test_paper_variant_is_official_without_bn_and_relu():
         torch.testing.assert_close(official(x), paper(x), rtol=1e-4, atol=1e-5)   # BN eps only
 
 
-def test_official_state_dict_has_spblock_tensors():
+BN_KEYS = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+
+
+def test_official_state_dict_has_exactly_spblocks_tensors_in_its_order():
+    """SPBlock of houqb/SPNet models/resnet.py @ 5e97da3: conv1 (3x1, bias=False), bn1, conv2 (1x3,
+    bias=False), bn2, conv3 (1x1, bias=True), registered in that order."""
     shapes = {k: tuple(v.shape) for k, v in StripPooling(8, variant="official").state_dict().items()}
+    expected = (["conv_h.weight"] + [f"bn_h.{k}" for k in BN_KEYS] + ["conv_v.weight"]
+                + [f"bn_v.{k}" for k in BN_KEYS] + ["fuse.weight", "fuse.bias"])
+    assert list(shapes) == expected
     assert shapes["conv_h.weight"] == (8, 8, 3, 1) and shapes["conv_v.weight"] == (8, 8, 1, 3)
-    assert shapes["fuse.weight"] == (8, 8, 1, 1) and "bn_h.running_var" in shapes and "bn_v.running_var" in shapes
-    assert all(k.split(".")[0] in {"conv_h", "bn_h", "conv_v", "bn_v", "fuse"} for k in shapes)
+    assert shapes["fuse.weight"] == (8, 8, 1, 1) and shapes["fuse.bias"] == (8,)
+
+
+def test_paper_state_dict_keeps_the_formula_tensors():
+    keys = list(StripPooling(8).state_dict())
+    assert keys == ["conv_h.weight", "conv_h.bias", "conv_v.weight", "conv_v.bias", "fuse.weight", "fuse.bias"]
+
+
+def test_mixed_pooling_official_is_the_paper_module():
+    """The official StripPooling (MPM) computes what the chapter's MPM computes: both variants build
+    the same module, with the official order of its ten (conv, BN) blocks."""
+    paper, official = MixedPooling(12).eval(), MixedPooling(12, variant="official").eval()
+    assert list(paper.state_dict()) == list(official.state_dict())
+    official.load_state_dict(paper.state_dict())
+    x = torch.randn(2, 12, 7, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(official(x), paper(x), rtol=0, atol=0)
+    blocks = []
+    for key in paper.state_dict():
+        head = key.rsplit(".", 2)[0] if key.count(".") >= 2 else key
+        if head not in blocks:
+            blocks.append(head)
+    assert blocks == ["reduce_short", "reduce_long", "local", "pool_convs.0", "pool_convs.1", "strip_conv_v",
+                      "strip_conv_h", "short_out", "long_out", "project"]
+
+
+def test_mixed_pooling_min_width():
+    assert MixedPooling(8).hidden == 2 and MixedPooling(8, min_width=4).hidden == 4
+    assert MixedPooling(2).hidden == 1          # the official int(C / 4) would be 0
+    with pytest.raises(ValueError, match="MixedPooling"):
+        MixedPooling(8, min_width=0)
+
+
+@pytest.mark.parametrize("build", [lambda: StripPooling(8, variant="official"), lambda: MixedPooling(8)],
+                         ids=["spm-official", "mpm"])
+@pytest.mark.parametrize("hw", [(1, 9), (7, 1), (1, 1)])
+def test_batch_of_one_with_a_strip_of_one_value_is_refused_in_training(build, hw):
+    m = build().train()
+    x = torch.randn(1, 8, *hw)
+    with pytest.raises(ValueError) as info:
+        m(x)
+    assert type(m).__name__ in str(info.value) and str(tuple(x.shape)) in str(info.value)
+    assert m.eval()(x).shape == x.shape                         # eval mode: running statistics
+    assert build().train()(torch.randn(2, 8, *hw)).shape == (2, 8, *hw)   # two samples: fine
+
+
+def test_paper_spm_trains_on_a_batch_of_one_with_a_one_row_map():
+    assert StripPooling(8).train()(torch.randn(1, 8, 1, 9)).shape == (1, 8, 1, 9)   # no BatchNorm
 
 
 def test_pools_larger_than_the_map_and_tiny_maps():
