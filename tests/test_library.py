@@ -85,3 +85,14 @@ def test_docstring_states_formula_paper_and_shapes(path):
     assert re.search(r"\b(19|20)\d\d\b", doc), f"{path.name}: the docstring must cite the paper (venue, year)"
     assert "Args:" in doc, f"{path.name}: the docstring must document the arguments"
     assert "fficial code" in doc, f"{path.name}: the docstring must name the official code consulted"
+
+
+@pytest.mark.parametrize("name", attn_lib.available())
+def test_help_of_every_class_shows_every_argument(name):
+    """help(Class) shows the class docstring: it must list each constructor argument."""
+    cls = attn_lib.get_class(name)
+    doc = cls.__doc__ or ""
+    assert "Args:" in doc, f"{cls.__name__}: the class docstring has no Args section"
+    params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    missing = [p for p in params if not re.search(rf"\b{p}\b", doc)]
+    assert not missing, f"{cls.__name__}: arguments missing from the class docstring: {missing}"
