@@ -52,20 +52,21 @@ class SE(nn.Module):
         hidden = max(min_width, channels // reduction)
         bias = variant == "official"
         self.excite = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1, bias=bias),                   # W_1: C -> C/r
+            nn.Linear(channels, hidden, bias=bias),                      # W_1: C -> C/r
             nn.ReLU(inplace=True),                                       # delta
-            nn.Conv2d(hidden, channels, 1, bias=bias),                   # W_2: C/r -> C
+            nn.Linear(hidden, channels, bias=bias),                      # W_2: C/r -> C
             nn.Sigmoid(),                                                # sigma
         )
 
     def squeeze(self, u: torch.Tensor) -> torch.Tensor:
-        """z = GAP(U), eq. (2): "b c h w -> b c 1 1" (a plain mean: an einops layer costs more per
+        """z = GAP(U), eq. (2): "b c h w -> b c" (a plain mean: an einops layer costs more per
         call than the whole block on a small map)."""
-        return u.mean((2, 3), keepdim=True)
+        return u.mean((2, 3))
 
     def gate(self, u: torch.Tensor) -> torch.Tensor:
         """s = sigma(W_2 delta(W_1 z)), shape (B, C, 1, 1)."""
-        return self.excite(self.squeeze(u))
+        s = self.excite(self.squeeze(u))                                 # (B, C)
+        return s[:, :, None, None]                                       # "b c -> b c 1 1"
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         _check_input("SE", u, self.channels, self.excite[0].weight)
@@ -87,7 +88,7 @@ def convert_official_state_dict(state_dict: dict) -> dict:
 
     Accepts the Caffe layer names of the release (e.g. conv2_1_1x1_down.weight and
     conv2_1_1x1_up.bias), the fc1/fc2 names of the common PyTorch ports and the fc.0/fc.2 names of
-    nn.Sequential ports; nn.Linear weights (C_out, C_in) become (C_out, C_in, 1, 1)."""
+    nn.Sequential ports; 1x1-convolution weights (C_out, C_in, 1, 1) become (C_out, C_in)."""
     caffe = {}
     for key, value in state_dict.items():
         for layer, ours in (("1x1_down.", "excite.0."), ("1x1_up.", "excite.2.")):
@@ -96,7 +97,7 @@ def convert_official_state_dict(state_dict: dict) -> dict:
                 key = key[: key.rfind(".", 0, at) + 1] + ours + key[at + len(layer):]
         caffe[key] = value
     converted = _rename_official(caffe, _OFFICIAL_PREFIXES)
-    return {k: v.reshape(*v.shape, 1, 1) if k.endswith("weight") and v.dim() == 2 else v
+    return {k: v.flatten(1) if k.endswith("weight") and v.dim() == 4 else v
             for k, v in converted.items()}
 
 

@@ -1,5 +1,7 @@
 """The SE chapter's derivation checks accept SE and reject deliberately broken versions of it."""
 
+import types
+
 import pytest
 import torch
 from einops.layers.torch import Reduce
@@ -19,11 +21,15 @@ class SpatialGainSE(SE):
 
 
 def max_squeeze(m):
-    m.squeeze = Reduce("b c h w -> b c 1 1", "max").forward        # an instance attribute hides the method
+    m.squeeze = Reduce("b c h w -> b c", "max").forward            # an instance attribute hides the method
 
 
 def squeeze_over_width_only(m):
-    m.squeeze = Reduce("b c h w -> b c h 1", "mean").forward
+    """A gain per row: the mean over W only, each row excited on its own."""
+    def per_row_gate(self, u):
+        return self.excite(u.mean(3).transpose(1, 2)).transpose(1, 2)[..., None]
+
+    m.gate = types.MethodType(per_row_gate, m)        # a bound method: deepcopy rebinds it
 
 
 def no_sigmoid(m):
@@ -37,8 +43,8 @@ def tanh_instead_of_relu(m):
 def biases_in_the_wrong_variant(m):
     """The paper variant with biases, the official one without (the variants swapped)."""
     for i in (0, 2):
-        conv = m.excite[i]
-        m.excite[i] = nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=conv.bias is None)
+        fc = m.excite[i]
+        m.excite[i] = nn.Linear(fc.in_features, fc.out_features, bias=fc.bias is None)
 
 
 MUTANTS = {

@@ -26,7 +26,7 @@ def _weights(module):
     biased = module.variant == "official"                 # eq. (3) has no biases; the released models do
     assert (first.bias is not None) == biased and (second.bias is not None) == biased, (
         f"SE variant={module.variant!r} must have {'biases' if biased else 'no biases'} in W_1 and W_2")
-    return dict(W1=first.weight[:, :, 0, 0], W2=second.weight[:, :, 0, 0], b1=first.bias, b2=second.bias)
+    return dict(W1=first.weight, W2=second.weight, b1=first.bias, b2=second.bias)
 
 
 def check_se_matches_formula(module, size=(2, 5, 7), seed=0):
