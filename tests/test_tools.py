@@ -104,3 +104,14 @@ def test_bench_prints_a_row_per_name_without_the_official_code(bench, capsys):
                        "--no-tiny", "--no-memory", "--harness", ""]) == 0
     out = capsys.readouterr().out
     assert "| se | 1x8x5x5 | official code not available |" in out
+
+
+def test_include_directive_is_expanded_and_a_missing_include_is_refused(tools, tmp_path):
+    source = tmp_path / "book" / "src" / "se.md"
+    nb = tools.read_source(source)
+    included = (tmp_path / "book" / "src" / "include" / "input_checks.py").read_text().strip()
+    assert any(c.source == "#| export\n" + included for c in nb.cells), "the include cell is not expanded"
+    assert not any("#| include" in c.source for c in nb.cells)
+    source.write_text(source.read_text().replace("#| include input_checks", "#| include no_such_file"))
+    with pytest.raises(SystemExit, match="no_such_file"):
+        tools.read_source(source)
