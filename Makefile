@@ -21,7 +21,7 @@ venv: $(STAMP)
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements/lock.txt
+	$(PY) -m pip install -q --no-deps -r requirements/lock.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -22,14 +22,14 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-__all__ = ["available", "create", "get_class", "load_official"]
+__all__ = ["available", "create", "get_class", "load_official", "models"]
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
 
 
 def _discover() -> None:
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_") or info.ispkg:
+        if info.name.startswith("_") or info.ispkg or info.name == "models":
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         for name, cls in getattr(module, "REGISTRY", {}).items():
@@ -124,3 +124,5 @@ def load_official(name: str, state_dict: Mapping[str, torch.Tensor], channels: i
 
 
 _discover()
+
+from . import models  # noqa: E402  (the networks look the registry up when they are built)
