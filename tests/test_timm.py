@@ -63,7 +63,8 @@ def _stand_in_torchvision() -> None:
 
 def _import_timm():
     if importlib.util.find_spec("timm") is None:
-        pytest.skip("timm is not installed (it is in requirements/lock.txt and the test extra)")
+        pytest.skip("timm is not installed (it is in requirements/lock.txt and the test extra)",
+                    allow_module_level=True)
     try:
         import torchvision  # noqa: F401
     except Exception:       # missing, or a CUDA build whose ops do not load with this torch
