@@ -40,6 +40,7 @@ Args:
     min_width: smallest hidden width, default 1 in both variants (the paper's C / r, also what the
         official code gives for C >= r).
     variant: "paper" (eqs. (1)-(4)) or "official" (the released code, see above).
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1; float16/bfloat16 inputs are computed in their
 own precision (a mean, small convolutions and BatchNorms: nothing that can overflow).
@@ -60,13 +61,15 @@ class BAM(nn.Module):
         dilation: d of the two dilated 3x3 convolutions.
         min_width: smallest hidden width (1: the paper's C / r).
         variant: "paper" (eqs. (1)-(4)) or "official" (MODELS/bam.py and its initialisation).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
 
     def __init__(self, channels: int, *, reduction: int = 16, dilation: int = 4, min_width: int = 1,
-                 variant: str = "paper"):
+                 variant: str = "paper", device=None, dtype=None):
         super().__init__()
+        fk = _factory_kwargs("BAM", device, dtype)                          # factory keywords of every tensor
         if variant not in self.VARIANTS:
             raise ValueError(f"BAM: variant must be one of {self.VARIANTS}, got {variant!r}")
         if reduction < 1 or dilation < 1 or min_width < 1:
@@ -77,27 +80,28 @@ class BAM(nn.Module):
         self.official = official = variant == "official"
         hidden = max(min_width, channels // reduction)                      # C/r
 
-        channel = [("fc0", nn.Linear(channels, hidden))]                    # W_0 z + b_0: (B, C/r)
+        channel = [("fc0", nn.Linear(channels, hidden, **fk))]                    # W_0 z + b_0: (B, C/r)
         if official:
-            channel.append(("bn0", nn.BatchNorm1d(hidden)))                 # official: BN before the ReLU
+            channel.append(("bn0", nn.BatchNorm1d(hidden, **fk)))                 # official: BN before the ReLU
         channel += [
             ("relu", nn.ReLU(inplace=True)),                                # delta
-            ("fc1", nn.Linear(hidden, channels)),                           # W_1 . + b_1: (B, C)
+            ("fc1", nn.Linear(hidden, channels, **fk)),                           # W_1 . + b_1: (B, C)
         ]
         if not official:
-            channel.append(("bn", nn.BatchNorm1d(channels)))                # paper: BN at the end, eq. (3)
+            channel.append(("bn", nn.BatchNorm1d(channels, **fk)))                # paper: BN at the end, eq. (3)
         self.channel_gate = nn.Sequential(OrderedDict(channel))             # on AvgPool(F): (B, C)
 
         spatial = []
         for i, (c_in, size) in enumerate([(channels, 1), (hidden, 3), (hidden, 3)]):
             dil = dilation if size == 3 else 1
-            spatial.append((f"f{i}", nn.Conv2d(c_in, hidden, size, padding=dil * (size // 2), dilation=dil)))
+            spatial.append((f"f{i}", nn.Conv2d(c_in, hidden, size, padding=dil * (size // 2), dilation=dil,
+                                             **fk)))
             if official:
-                spatial.append((f"bn{i}", nn.BatchNorm2d(hidden)))          # official: BN before each ReLU
+                spatial.append((f"bn{i}", nn.BatchNorm2d(hidden, **fk)))          # official: BN before each ReLU
             spatial.append((f"relu{i}", nn.ReLU(inplace=True)))             # f_i(.): (B, C/r, H, W)
-        spatial.append(("f3", nn.Conv2d(hidden, 1, 1)))                     # f_3: (B, 1, H, W)
+        spatial.append(("f3", nn.Conv2d(hidden, 1, 1, **fk)))                # f_3: (B, 1, H, W)
         if not official:
-            spatial.append(("bn", nn.BatchNorm2d(1)))                       # paper: BN at the end, eq. (4)
+            spatial.append(("bn", nn.BatchNorm2d(1, **fk)))                  # paper: BN at the end, eq. (4)
         self.spatial_gate = nn.Sequential(OrderedDict(spatial))
         if official:
             self.reset_official_parameters()
@@ -230,3 +234,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/bam.md, cell 19
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

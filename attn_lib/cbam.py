@@ -34,6 +34,7 @@ Args:
     variant: "paper" (eqs. (2)-(3) as printed: no biases, no BatchNorm, [avg; max]) or
         "official" (as MODELS/cbam.py: MLP biases, BatchNorm after the conv, [max; mean], and the
         official initialisation).
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1; float16/bfloat16 inputs are computed in
 their own precision (means, maxima and small products: nothing that can overflow).
@@ -58,15 +59,18 @@ class ChannelGate(nn.Module):
 
     Args:
         channels: C. reduction: r. bias: MLP biases (official). min_width: smallest hidden width.
+        device, dtype: factory keywords of the MLP's parameters.
     """
 
-    def __init__(self, channels: int, reduction: int = 16, bias: bool = False, min_width: int = 1):
+    def __init__(self, channels: int, reduction: int = 16, bias: bool = False, min_width: int = 1, *,
+                 device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("ChannelGate", device, dtype)
         hidden = max(min_width, channels // reduction)
         self.mlp = nn.Sequential(                                        # shared by both descriptors
-            nn.Linear(channels, hidden, bias=bias),                      # W_0: C -> C/r
+            nn.Linear(channels, hidden, bias=bias, **factory_kwargs),                    # W_0: C -> C/r
             nn.ReLU(inplace=True),                                       # delta
-            nn.Linear(hidden, channels, bias=bias),                      # W_1: C/r -> C
+            nn.Linear(hidden, channels, bias=bias, **factory_kwargs),                    # W_1: C/r -> C
         )
 
     def descriptors(self, f: torch.Tensor) -> torch.Tensor:
@@ -86,15 +90,18 @@ class SpatialGate(nn.Module):
 
     Args:
         kernel_size: k (odd). official: BatchNorm after the conv and the [max; mean] order.
+        device, dtype: factory keywords of the conv's and BatchNorm's tensors.
     """
 
-    def __init__(self, kernel_size: int = 7, official: bool = False):
+    def __init__(self, kernel_size: int = 7, official: bool = False, *, device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("SpatialGate", device, dtype)
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"SpatialGate: kernel_size must be odd and positive, got {kernel_size}")
         self.max_first = official                                        # official stacks [max; mean]
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)   # f^{k x k}
-        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01) if official else nn.Identity()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False,   # f^{k x k}
+                              **factory_kwargs)
+        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **factory_kwargs) if official else nn.Identity()
 
     def pooled(self, f: torch.Tensor) -> torch.Tensor:
         """[F^s_avg; F^s_max] (paper) or [max; mean] (official): (B, 2, H, W). "b c h w -> b 1 h w"."""
@@ -116,13 +123,15 @@ class CBAM(nn.Module):
         min_width: smallest hidden width (1: the paper's C / r).
         kernel_size: k of the spatial convolution (odd, 7).
         variant: "paper" (eqs. (2)-(3)) or "official" (MODELS/cbam.py and its initialisation).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
 
     def __init__(self, channels: int, *, reduction: int = 16, min_width: int = 1, kernel_size: int = 7,
-                 variant: str = "paper"):
+                 variant: str = "paper", device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("CBAM", device, dtype)
         if variant not in self.VARIANTS:
             raise ValueError(f"CBAM: variant must be one of {self.VARIANTS}, got {variant!r}")
         if reduction < 1 or min_width < 1:
@@ -130,8 +139,9 @@ class CBAM(nn.Module):
         self.channels, self.reduction, self.min_width = channels, reduction, min_width
         self.kernel_size, self.variant = kernel_size, variant
         self.official = variant == "official"
-        self.channel_gate = ChannelGate(channels, reduction, bias=self.official, min_width=min_width)
-        self.spatial_gate = SpatialGate(kernel_size, official=self.official)
+        self.channel_gate = ChannelGate(channels, reduction, bias=self.official, min_width=min_width,
+                                        **factory_kwargs)
+        self.spatial_gate = SpatialGate(kernel_size, official=self.official, **factory_kwargs)
         if self.official:
             self.reset_official_parameters()
 
@@ -237,3 +247,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/cbam.md, cell 23
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

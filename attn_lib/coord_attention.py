@@ -28,6 +28,7 @@ Args:
         official one (the official mip = max(8, C // r)).
     activation: delta: "h_swish" (default, the official code), "relu", or "sigmoid".
     variant: "paper" (the equations: no biases, width C / r) or "official" (the released code).
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1 (a 1 x 1 map has one row and one column). In
 training mode BatchNorm normalises over the B * (H + W) >= 2 strip positions, so a batch of one
@@ -61,14 +62,16 @@ class CoordAttention(nn.Module):
         min_width: floor on the width; None: 1 (paper) or 8 (official, the code's mip).
         activation: delta: "h_swish" (default), "relu" or "sigmoid".
         variant: "paper" (no biases, width C / r) or "official" (biases, width max(8, C // r)).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
     ACTIVATIONS = tuple(_ACTIVATIONS)
 
     def __init__(self, channels: int, *, reduction: int = 32, min_width: Optional[int] = None,
-                 activation: str = "h_swish", variant: str = "paper"):
+                 activation: str = "h_swish", variant: str = "paper", device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("CoordAttention", device, dtype)
         if variant not in self.VARIANTS:
             raise ValueError(f"CoordAttention: variant must be one of {self.VARIANTS}, got {variant!r}")
         if activation not in _ACTIVATIONS:
@@ -84,11 +87,11 @@ class CoordAttention(nn.Module):
         self.min_width = min_width
         self.hidden = max(min_width, channels // reduction)                      # C / r (official: mip)
         # registered in the official order: conv1, bn1, conv_h, conv_w
-        self.conv1 = nn.Conv2d(channels, self.hidden, 1, bias=official)          # Conv_1, shared
-        self.bn1 = nn.BatchNorm2d(self.hidden)                                   # BN
-        self.act = _ACTIVATIONS[activation]()                                    # delta
-        self.conv_h = nn.Conv2d(self.hidden, channels, 1, bias=official)         # Conv_h
-        self.conv_w = nn.Conv2d(self.hidden, channels, 1, bias=official)         # Conv_w
+        self.conv1 = nn.Conv2d(channels, self.hidden, 1, bias=official, **factory_kwargs)    # Conv_1, shared
+        self.bn1 = nn.BatchNorm2d(self.hidden, **factory_kwargs)                            # BN
+        self.act = _ACTIVATIONS[activation]()                                               # delta
+        self.conv_h = nn.Conv2d(self.hidden, channels, 1, bias=official, **factory_kwargs)  # Conv_h
+        self.conv_w = nn.Conv2d(self.hidden, channels, 1, bias=official, **factory_kwargs)  # Conv_w
 
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """z^h (B, C, H, 1) and z^w laid out as (B, C, W, 1)."""
@@ -200,3 +203,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/coord_attention.md, cell 19
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

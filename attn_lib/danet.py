@@ -52,6 +52,7 @@ Args:
     min_width: smallest C' (default 1).
     implementation: "auto", "explicit" or "sdpa" (PositionAttention only).
     variant: "paper" or "official" (see above).
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1.
 """
@@ -94,14 +95,16 @@ class PositionAttention(nn.Module):
         implementation: "auto" (default: "explicit" up to 2048 positions, "sdpa" above),
             "explicit" (builds the N x N attention) or "sdpa" (fused kernel, O(N) memory).
         variant: "paper" (C' = C) or "official" (C' = C // 8); the same tensors either way.
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
     IMPLEMENTATIONS = ("auto", "explicit", "sdpa")
 
     def __init__(self, channels: int, *, reduction: Optional[int] = None, min_width: int = 1,
-                 implementation: str = "auto", variant: str = "paper"):
+                 implementation: str = "auto", variant: str = "paper", device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("PositionAttention", device, dtype)
         if variant not in self.VARIANTS:
             raise ValueError(f"PositionAttention: variant must be one of {self.VARIANTS}, got {variant!r}")
         if implementation not in self.IMPLEMENTATIONS:
@@ -115,10 +118,10 @@ class PositionAttention(nn.Module):
         self.implementation, self.variant = implementation, variant
         self.sdpa_above = 2048                                             # "auto": fused kernel for N > 2048
         self.qk_channels = max(min_width, channels // reduction)           # C'
-        self.gamma = nn.Parameter(torch.zeros(1))                          # alpha, starts at 0
-        self.query = nn.Conv2d(channels, self.qk_channels, 1)              # W_q: C -> C'
-        self.key = nn.Conv2d(channels, self.qk_channels, 1)                # W_k: C -> C'
-        self.value = nn.Conv2d(channels, channels, 1)                      # W_v: C -> C
+        self.gamma = nn.Parameter(torch.zeros(1, **factory_kwargs))                  # alpha, starts at 0
+        self.query = nn.Conv2d(channels, self.qk_channels, 1, **factory_kwargs)      # W_q: C -> C'
+        self.key = nn.Conv2d(channels, self.qk_channels, 1, **factory_kwargs)        # W_k: C -> C'
+        self.value = nn.Conv2d(channels, channels, 1, **factory_kwargs)              # W_v: C -> C
 
     def project(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Q, K: (B, C', N); V: (B, C, N), each "b c h w -> b c (h w)", in x's dtype."""
@@ -193,16 +196,18 @@ class ChannelAttention(nn.Module):
         channels: C, channels of the input.
         variant: "paper" (softmax(E)) or "official" (softmax(max_d E - E) = softmax(-E), as the
             official CAM_Module). Its only weight is beta (`gamma`, zero at initialisation).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
 
-    def __init__(self, channels: int, *, variant: str = "paper"):
+    def __init__(self, channels: int, *, variant: str = "paper", device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("ChannelAttention", device, dtype)
         if variant not in self.VARIANTS:
             raise ValueError(f"ChannelAttention: variant must be one of {self.VARIANTS}, got {variant!r}")
         self.channels, self.variant = channels, variant
-        self.gamma = nn.Parameter(torch.zeros(1))                          # beta, starts at 0
+        self.gamma = nn.Parameter(torch.zeros(1, **factory_kwargs))        # beta, starts at 0
 
     def attend(self, xf: torch.Tensor) -> torch.Tensor:
         """A = softmax_d(E), E = X X^T: (B, C, C); the official code uses max_d(E) - E
@@ -244,16 +249,18 @@ class ChannelAttention(nn.Module):
 class DualAttention(nn.Module):
     """The DANet head's sum, Y = Y^pos + Y^chn (without the head's surrounding convolutions).
 
-    Args: channels, reduction, min_width, implementation (PositionAttention) and variant (both).
+    Args: channels, reduction, min_width, implementation (PositionAttention), variant, device and
+    dtype (both).
     """
 
     def __init__(self, channels: int, *, reduction: Optional[int] = None, min_width: int = 1,
-                 implementation: str = "auto", variant: str = "paper"):
+                 implementation: str = "auto", variant: str = "paper", device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("DualAttention", device, dtype)
         self.channels = channels
         self.position = PositionAttention(channels, reduction=reduction, min_width=min_width,
-                                          implementation=implementation, variant=variant)
-        self.channel = ChannelAttention(channels, variant=variant)
+                                          implementation=implementation, variant=variant, **factory_kwargs)
+        self.channel = ChannelAttention(channels, variant=variant, **factory_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input("DualAttention", x, self.channels, self.position.value.weight)
@@ -331,3 +338,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/danet.md, cell 21
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

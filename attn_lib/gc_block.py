@@ -38,6 +38,7 @@ Args:
     fusion: "add" (z = x + t, the paper's) or "mul" (z = x * sigmoid(t)).
     variant: "paper" (no biases, as the formula) or "official" (biases on the three
         convolutions and the official initialisation).
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1; a batch of one trains (LayerNorm, no
 BatchNorm). float16/bfloat16 inputs: the softmax over the N_p positions runs in float32, the
@@ -59,6 +60,7 @@ class GCBlock(nn.Module):
         pooling: "att" (softmax attention, the paper's) or "avg".
         fusion: "add" (the paper's) or "mul" (a sigmoid gain).
         variant: "paper" (no biases, PyTorch's init) or "official" (biases, the official init).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
@@ -74,8 +76,11 @@ class GCBlock(nn.Module):
         pooling: str = "att",
         fusion: str = "add",
         variant: str = "paper",
+        device=None,
+        dtype=None,
     ):
         super().__init__()
+        factory_kwargs = _factory_kwargs("GCBlock", device, dtype)
         if variant not in self.VARIANTS:
             raise ValueError(f"GCBlock: variant must be one of {self.VARIANTS}, got {variant!r}")
         if pooling not in self.POOLINGS:
@@ -93,12 +98,12 @@ class GCBlock(nn.Module):
                           "pass min_width=3 or more, or a smaller reduction", UserWarning, stacklevel=2)
         bias = variant == "official"
         # W_k: one score per position (absent with average pooling)
-        self.w_k = nn.Conv2d(channels, 1, 1, bias=bias) if pooling == "att" else None
+        self.w_k = nn.Conv2d(channels, 1, 1, bias=bias, **factory_kwargs) if pooling == "att" else None
         self.transform = nn.Sequential(
-            nn.Conv2d(channels, self.hidden, 1, bias=bias),              # W_v1: C -> C/r
-            nn.LayerNorm([self.hidden, 1, 1]),                           # LN over the C/r channels
+            nn.Conv2d(channels, self.hidden, 1, bias=bias, **factory_kwargs),   # W_v1: C -> C/r
+            nn.LayerNorm([self.hidden, 1, 1], **factory_kwargs),                # LN over the C/r channels
             nn.ReLU(inplace=True),
-            nn.Conv2d(self.hidden, channels, 1, bias=bias),              # W_v2: C/r -> C
+            nn.Conv2d(self.hidden, channels, 1, bias=bias, **factory_kwargs),   # W_v2: C/r -> C
         )
         if variant == "official":
             self.reset_parameters()
@@ -222,3 +227,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/gc.md, cell 21
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

@@ -37,6 +37,7 @@ Args:
     dilation: d, the dilation of the depth-wise dilated convolution (3); ceil(K/d) must be odd.
     variant: LKA: "paper" or "official" (the same function; "official" initialises as VAN does).
         VANAttention: "paper" (no shortcut) or "official" (the released Attention, with + X).
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1; float16/bfloat16 inputs are computed in
 their own precision (convolutions and one product: no long sum that can overflow).
@@ -65,12 +66,15 @@ class LKA(nn.Module):
         dilation: d, dilation of DW-D-Conv (3); ceil(K / d) must be odd.
         variant: "paper" or "official": the same function and tensors; "official" initialises
             the convolutions as the official VAN network does.
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
 
-    def __init__(self, channels: int, *, kernel_size: int = 21, dilation: int = 3, variant: str = "paper"):
+    def __init__(self, channels: int, *, kernel_size: int = 21, dilation: int = 3, variant: str = "paper",
+                 device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("LKA", device, dtype)
         if variant not in self.VARIANTS:
             raise ValueError(f"LKA: variant must be one of {self.VARIANTS}, got {variant!r}")
         if dilation < 1 or kernel_size < 1:
@@ -80,12 +84,13 @@ class LKA(nn.Module):
             raise ValueError(f"LKA: ceil(kernel_size / dilation) = {dilated} must be odd to keep H x W")
         self.channels, self.kernel_size, self.dilation, self.variant = channels, kernel_size, dilation, variant
         # DW-Conv: (2d-1) x (2d-1) depth-wise, padding d-1 keeps H x W
-        self.conv0 = nn.Conv2d(channels, channels, local, padding=dilation - 1, groups=channels)
+        self.conv0 = nn.Conv2d(channels, channels, local, padding=dilation - 1, groups=channels, **factory_kwargs)
         # DW-D-Conv: ceil(K/d) x ceil(K/d) depth-wise, taps d apart, padding d (ceil(K/d) - 1) / 2
         self.conv_spatial = nn.Conv2d(
-            channels, channels, dilated, padding=dilation * (dilated - 1) // 2, groups=channels, dilation=dilation
+            channels, channels, dilated, padding=dilation * (dilated - 1) // 2, groups=channels, dilation=dilation,
+            **factory_kwargs,
         )
-        self.conv1 = nn.Conv2d(channels, channels, 1)                  # Conv1x1: mixes channels
+        self.conv1 = nn.Conv2d(channels, channels, 1, **factory_kwargs)   # Conv1x1: mixes channels
         if variant == "official":
             for conv in (self.conv0, self.conv_spatial, self.conv1):
                 _van_init_(conv)
@@ -113,20 +118,24 @@ class VANAttention(nn.Module):
         variant: "paper" (default: no shortcut) or "official" (the released Attention: + X, and
             VAN's initialisation): create("van_attention", C, variant="official") is the block
             with the shortcut.
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
 
-    def __init__(self, channels: int, *, kernel_size: int = 21, dilation: int = 3, variant: str = "paper"):
+    def __init__(self, channels: int, *, kernel_size: int = 21, dilation: int = 3, variant: str = "paper",
+                 device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("VANAttention", device, dtype)
         if variant not in self.VARIANTS:
             raise ValueError(f"VANAttention: variant must be one of {self.VARIANTS}, got {variant!r}")
         self.channels, self.variant = channels, variant
         self.shortcut = variant == "official"
-        self.proj_1 = nn.Conv2d(channels, channels, 1)                 # proj_1
-        self.activation = nn.GELU()                                    # GELU (erf form)
-        self.spatial_gating_unit = LKA(channels, kernel_size=kernel_size, dilation=dilation, variant=variant)
-        self.proj_2 = nn.Conv2d(channels, channels, 1)                 # proj_2
+        self.proj_1 = nn.Conv2d(channels, channels, 1, **factory_kwargs)   # proj_1
+        self.activation = nn.GELU()                                        # GELU (erf form)
+        self.spatial_gating_unit = LKA(channels, kernel_size=kernel_size, dilation=dilation, variant=variant,
+                                       **factory_kwargs)
+        self.proj_2 = nn.Conv2d(channels, channels, 1, **factory_kwargs)   # proj_2
         if variant == "official":
             _van_init_(self.proj_1)
             _van_init_(self.proj_2)
@@ -215,3 +224,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/lka.md, cell 17
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

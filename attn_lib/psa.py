@@ -52,6 +52,7 @@ Args:
     min_width: (PSASequential only) smallest width of the official PSA_s bottleneck in W_z;
         default 1 (the official (C // 2) // 4 wherever that is at least 1). The paper variant
         has no bottleneck and ignores it.
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1. float16/bfloat16 inputs: the energies, the
 softmaxes and the H*W-long sums are computed in float32 (from the half input and weights), the
@@ -103,30 +104,32 @@ class PSAChannel(nn.Module):
         channels: C.
         form: "paper", "official_p" (no LayerNorm) or "official_s" (bottleneck W_z).
         min_width: smallest width of the "official_s" bottleneck.
+        device, dtype: factory keywords of the branch's parameters.
     """
 
-    def __init__(self, channels: int, *, form: str = "paper", min_width: int = 1):
+    def __init__(self, channels: int, *, form: str = "paper", min_width: int = 1, device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("PSAChannel", device, dtype)
         if form not in FORMS:
             raise ValueError(f"PSAChannel: form must be one of {FORMS}, got {form!r}")
         self.channels, self.form = channels, form
         inner = max(1, channels // 2)                                      # C/2
-        self.w_q = nn.Conv2d(channels, 1, 1, bias=False)                   # W_q: C -> 1 (conv_q_right)
-        self.w_v = nn.Conv2d(channels, inner, 1, bias=False)               # W_v: C -> C/2 (conv_v_right)
+        self.w_q = nn.Conv2d(channels, 1, 1, bias=False, **factory_kwargs)        # W_q: C -> 1 (conv_q_right)
+        self.w_v = nn.Conv2d(channels, inner, 1, bias=False, **factory_kwargs)    # W_v: C -> C/2 (conv_v_right)
         if form == "paper":
             self.w_z = nn.Sequential(
-                nn.Conv2d(inner, channels, 1, bias=False),                 # W_z: C/2 -> C
-                nn.LayerNorm([channels, 1, 1]),                            # theta_1: LayerNorm over C
+                nn.Conv2d(inner, channels, 1, bias=False, **factory_kwargs),      # W_z: C/2 -> C
+                nn.LayerNorm([channels, 1, 1], **factory_kwargs),                 # theta_1: LayerNorm over C
             )
         elif form == "official_p":
-            self.w_z = nn.Conv2d(inner, channels, 1, bias=False)           # conv_up: no LayerNorm
+            self.w_z = nn.Conv2d(inner, channels, 1, bias=False, **factory_kwargs)  # conv_up: no LayerNorm
         else:
-            self.hidden = max(min_width, inner // 4)                       # official ratio = 4
-            self.w_z = nn.Sequential(                                      # conv_up of PSA_s
-                nn.Conv2d(inner, self.hidden, 1),
-                nn.LayerNorm([self.hidden, 1, 1]),
+            self.hidden = max(min_width, inner // 4)                              # official ratio = 4
+            self.w_z = nn.Sequential(                                             # conv_up of PSA_s
+                nn.Conv2d(inner, self.hidden, 1, **factory_kwargs),
+                nn.LayerNorm([self.hidden, 1, 1], **factory_kwargs),
                 nn.ReLU(inplace=True),
-                nn.Conv2d(self.hidden, channels, 1),
+                nn.Conv2d(self.hidden, channels, 1, **factory_kwargs),
             )
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
@@ -156,16 +159,18 @@ class PSASpatial(nn.Module):
         channels: C.
         form: "paper" (softmax over the C/2 pooled query channels), "official_p" (softmax over
             the H*W logits) or "official_s" (softmax of W_v X over H*W, per channel).
+        device, dtype: factory keywords of the branch's parameters.
     """
 
-    def __init__(self, channels: int, *, form: str = "paper"):
+    def __init__(self, channels: int, *, form: str = "paper", device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("PSASpatial", device, dtype)
         if form not in FORMS:
             raise ValueError(f"PSASpatial: form must be one of {FORMS}, got {form!r}")
         self.channels, self.form = channels, form
         inner = max(1, channels // 2)                                      # C/2
-        self.w_q = nn.Conv2d(channels, inner, 1, bias=False)               # W_q: C -> C/2 (conv_q_left)
-        self.w_v = nn.Conv2d(channels, inner, 1, bias=False)               # W_v: C -> C/2 (conv_v_left)
+        self.w_q = nn.Conv2d(channels, inner, 1, bias=False, **factory_kwargs)    # W_q: C -> C/2 (conv_q_left)
+        self.w_v = nn.Conv2d(channels, inner, 1, bias=False, **factory_kwargs)    # W_v: C -> C/2 (conv_v_left)
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
         """sigma1(F_GP(W_q X)) = W_q GAP(X), shape (B, C/2)."""
@@ -210,17 +215,20 @@ class PSASpatial(nn.Module):
 class _PSA(nn.Module):
     VARIANTS = ("paper", "official")
 
-    def __init__(self, channels: int, variant: str, official_form: str, min_width: int = 1):
+    def __init__(self, channels: int, variant: str, official_form: str, min_width: int = 1,
+                 device=None, dtype=None):
         super().__init__()
         name = type(self).__name__
+        factory_kwargs = _factory_kwargs(name, device, dtype)
         if variant not in self.VARIANTS:
             raise ValueError(f"{name}: variant must be one of {self.VARIANTS}, got {variant!r}")
         if min_width < 1:
             raise ValueError(f"{name}: min_width must be >= 1, got {min_width}")
         self.channels, self.variant = channels, variant
         form = "paper" if variant == "paper" else official_form
-        self.channel_only = PSAChannel(channels, form=form, min_width=min_width)  # official `spatial_pool`
-        self.spatial_only = PSASpatial(channels, form=form)                # official `channel_pool`
+        self.channel_only = PSAChannel(channels, form=form, min_width=min_width,   # official `spatial_pool`
+                                       **factory_kwargs)
+        self.spatial_only = PSASpatial(channels, form=form, **factory_kwargs)     # official `channel_pool`
         if variant == "official":
             self.reset_parameters()
         elif channels <= 2:
@@ -245,12 +253,13 @@ class PSAParallel(_PSA):
         channels: C, channels of the input (internal width C/2).
         variant: "paper" or "official" (the official PSA_p: no LayerNorm, softmax over H*W
             before the spatial sigmoid, Kaiming fan-in init of the projections).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     layout = "parallel"
 
-    def __init__(self, channels: int, *, variant: str = "paper"):
-        super().__init__(channels, variant, "official_p")
+    def __init__(self, channels: int, *, variant: str = "paper", device=None, dtype=None):
+        super().__init__(channels, variant, "official_p", device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input("PSAParallel", x, self.channels, self.channel_only.w_q.weight)
@@ -265,12 +274,13 @@ class PSASequential(_PSA):
         variant: "paper" or "official" (the official PSA_s: bottleneck W_z, softmax of W_v X over
             H*W, Kaiming fan-in init of the projections).
         min_width: smallest width of the official bottleneck, max(min_width, (C // 2) // 4).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     layout = "sequential"
 
-    def __init__(self, channels: int, *, variant: str = "paper", min_width: int = 1):
-        super().__init__(channels, variant, "official_s", min_width)
+    def __init__(self, channels: int, *, variant: str = "paper", min_width: int = 1, device=None, dtype=None):
+        super().__init__(channels, variant, "official_s", min_width, device=device, dtype=dtype)
         if variant == "official" and self.channel_only.hidden <= 2:
             warnings.warn(f"PSASequential(variant='official'): the bottleneck of W_z is "
                           f"{self.channel_only.hidden} wide at C={channels}, and a LayerNorm over "
@@ -356,3 +366,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/psa.md, cell 21
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

@@ -42,6 +42,7 @@ Args:
     attention: "mixed" (f1), "channel" (f2) or "spatial" (f3); the released networks are mixed.
     eps: epsilon of f3's standard deviation.
     variant: "paper" (padded pools) or "official" (Caffe pools, mixed attention only).
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
 
 Shape: (B, C, H, W) -> (B, C, H, W). variant="paper": any H, W >= 1; variant="official": H, W
 >= 2 ** depth (every side >= 2 before each Caffe pool), else a ValueError. In train mode the
@@ -60,17 +61,19 @@ class PreActBottleneck(nn.Module):
     """x + conv3(relu(bn3(conv2(relu(bn2(conv1(relu(bn1(x))))))))), width C -> C/4 -> C/4 -> C.
 
     In the Caffe files bn1 is the BN layer named after the unit's input blob (e.g. pre_res_1/bn),
-    bn2 and bn3 are conv1_1x1/bn and conv2_3x3/bn of the unit's branch1."""
+    bn2 and bn3 are conv1_1x1/bn and conv2_3x3/bn of the unit's branch1. device, dtype: the
+    factory keywords of its tensors."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, *, device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("PreActBottleneck", device, dtype)
         hidden = max(1, channels // 4)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv1 = nn.Conv2d(channels, hidden, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(hidden)
-        self.conv2 = nn.Conv2d(hidden, hidden, 3, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(hidden)
-        self.conv3 = nn.Conv2d(hidden, channels, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels, **factory_kwargs)
+        self.conv1 = nn.Conv2d(channels, hidden, 1, bias=False, **factory_kwargs)
+        self.bn2 = nn.BatchNorm2d(hidden, **factory_kwargs)
+        self.conv2 = nn.Conv2d(hidden, hidden, 3, padding=1, bias=False, **factory_kwargs)
+        self.bn3 = nn.BatchNorm2d(hidden, **factory_kwargs)
+        self.conv3 = nn.Conv2d(hidden, channels, 1, bias=False, **factory_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(F.relu(self.bn1(x), inplace=True))             # BN outputs are fresh:
@@ -79,17 +82,18 @@ class PreActBottleneck(nn.Module):
         return x + out
 
 
-def _stack(channels: int, n: int) -> nn.Sequential:
-    return nn.Sequential(*[PreActBottleneck(channels) for _ in range(n)])
+def _stack(channels: int, n: int, factory_kwargs: dict) -> nn.Sequential:
+    return nn.Sequential(*[PreActBottleneck(channels, **factory_kwargs) for _ in range(n)])
 
 
 class TopDownLevel(nn.Module):
     """One level of h_up: skip = u_skip(d_k), then r units on up(v_{k+1}) + skip."""
 
-    def __init__(self, channels: int, r: int):
+    def __init__(self, channels: int, r: int, *, device=None, dtype=None):
         super().__init__()
-        self.skip = PreActBottleneck(channels)                          # Caffe: mask/skip/res{k}
-        self.units = _stack(channels, r)                                # Caffe: mask/up_sample/res{k}_*
+        factory_kwargs = _factory_kwargs("TopDownLevel", device, dtype)
+        self.skip = PreActBottleneck(channels, **factory_kwargs)        # Caffe: mask/skip/res{k}
+        self.units = _stack(channels, r, factory_kwargs)                # Caffe: mask/up_sample/res{k}_*
 
 
 class ResidualAttention(nn.Module):
@@ -105,14 +109,16 @@ class ResidualAttention(nn.Module):
         eps: epsilon of f3's standard deviation.
         variant: "paper" (pools padded by one) or "official" (Caffe pools: no padding, size
             rounded up; mixed attention only).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
     ATTENTIONS = ("mixed", "channel", "spatial")
 
     def __init__(self, channels: int, *, depth: int = 2, p: int = 1, t: int = 2, r: int = 1,
-                 attention: str = "mixed", eps: float = 1e-5, variant: str = "paper"):
+                 attention: str = "mixed", eps: float = 1e-5, variant: str = "paper", device=None, dtype=None):
         super().__init__()
+        fk = _factory_kwargs("ResidualAttention", device, dtype)         # factory keywords of every tensor
         if variant not in self.VARIANTS:
             raise ValueError(f"ResidualAttention: variant must be one of {self.VARIANTS}, got {variant!r}")
         if attention not in self.ATTENTIONS:
@@ -125,23 +131,23 @@ class ResidualAttention(nn.Module):
         self.attention, self.eps, self.variant = attention, eps, variant
         self.caffe_pools = variant == "official"
         # registered in the order of the Caffe layers: pre, trunk, bottom-up, top-down, head, post
-        self.pre = _stack(channels, p)                                   # p units, shared by both branches
-        self.trunk = _stack(channels, t)                                 # T(X): t units
+        self.pre = _stack(channels, p, fk)                               # p units, shared by both branches
+        self.trunk = _stack(channels, t, fk)                             # T(X): t units
         if self.caffe_pools:
             self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)        # Caffe: ceil((n - 3) / 2) + 1
         else:
             self.pool = nn.MaxPool2d(3, stride=2, padding=1)             # side n -> ceil(n / 2)
         # bottom-up: level k (0-based) is pool, then r units (2r at the bottom)
-        self.down = nn.ModuleList(_stack(channels, 2 * r if k == depth - 1 else r) for k in range(depth))
+        self.down = nn.ModuleList(_stack(channels, 2 * r if k == depth - 1 else r, fk) for k in range(depth))
         # top-down: up["k"] merges with the map of down[k]; deepest first, as the Caffe layers come
-        self.up = nn.ModuleDict({str(k): TopDownLevel(channels, r) for k in reversed(range(depth - 1))})
+        self.up = nn.ModuleDict({str(k): TopDownLevel(channels, r, **fk) for k in reversed(range(depth - 1))})
         self.head = nn.Sequential(                                       # Conv2_1x1(Conv1_1x1(.)), pre-activated
-            nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 1, bias=False),
-            nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels, **fk), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 1, bias=False, **fk),
+            nn.BatchNorm2d(channels, **fk), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 1, bias=False, **fk),
         )
-        self.post = _stack(channels, p)
+        self.post = _stack(channels, p, fk)
 
     def _pooled_side(self, n: int) -> int:
         if self.caffe_pools:
@@ -363,3 +369,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/residual_attention.md, cell 21
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

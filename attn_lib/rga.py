@@ -55,6 +55,7 @@ Args:
     down_ratio: s2, bottleneck of W_1 on y_i of width d: max(min_width, d // down_ratio).
     min_width: smallest width of every embedding (default 1).
     variant: "paper" (the equations, no BatchNorm) or "official" (BatchNorm after every conv).
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
 
 Shape: (B, C, H, W) -> (B, C, H, W), for the (H, W) given at construction.
 """
@@ -104,19 +105,21 @@ def _batch_norm_in_dtype(t: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     return out
 
 
-def _embed(c_in: int, c_out: int, batchnorm: bool, relu: bool = True) -> _Unit:
+def _embed(c_in: int, c_out: int, batchnorm: bool, relu: bool = True, *, device=None, dtype=None) -> _Unit:
     """delta(W v) as a 1x1 convolution without bias; official: conv, BatchNorm, ReLU."""
-    layers = [nn.Conv2d(c_in, c_out, 1, bias=False)]
+    factory_kwargs = {"device": device, "dtype": dtype}
+    layers = [nn.Conv2d(c_in, c_out, 1, bias=False, **factory_kwargs)]
     if batchnorm:
-        layers.append(nn.BatchNorm2d(c_out))
+        layers.append(nn.BatchNorm2d(c_out, **factory_kwargs))
     if relu:
         layers.append(nn.ReLU())
     return _Unit(*layers)
 
 
-def _score(d: int, hidden: int, batchnorm: bool) -> _Unit:
+def _score(d: int, hidden: int, batchnorm: bool, *, device=None, dtype=None) -> _Unit:
     """W_2 delta(W_1 y): the logit of a_i (official: W_spatial / W_channel, BN after each conv)."""
-    return _Unit(*_embed(d, hidden, batchnorm), *_embed(hidden, 1, batchnorm, relu=False))
+    return _Unit(*_embed(d, hidden, batchnorm, device=device, dtype=dtype),
+                 *_embed(hidden, 1, batchnorm, relu=False, device=device, dtype=dtype))
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -162,13 +165,16 @@ class RGASpatial(nn.Module):
         down_ratio: s2; W_1 maps d = 1 + HW // s1 values to d // s2 (official: 8).
         min_width: smallest width of every embedding (default 1; the official code has none).
         variant: "paper" (no BatchNorm) or "official" (BatchNorm after every conv, as RGA_Module).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
 
     def __init__(self, channels: int, *, spatial_size: Tuple[int, int], cha_ratio: int = 8,
-                 spa_ratio: int = 8, down_ratio: int = 8, min_width: int = 1, variant: str = "paper"):
+                 spa_ratio: int = 8, down_ratio: int = 8, min_width: int = 1, variant: str = "paper",
+                 device=None, dtype=None):
         super().__init__()
+        fk = _factory_kwargs("RGASpatial", device, dtype)            # factory keywords of every tensor
         _check_variant("RGASpatial", variant, self.VARIANTS)
         height, width, n, c1, n1 = _widths("RGASpatial", channels, spatial_size, cha_ratio, spa_ratio,
                                            down_ratio, min_width)
@@ -178,11 +184,11 @@ class RGASpatial(nn.Module):
         self.size_reason = f"since W^psi takes the 2HW = {2 * n} relations of a position"
         bn = variant == "official"
         # registered in the official order (gx, gg, W, theta, phi), under the official names
-        self.gx_spatial = _embed(channels, c1, bn)                   # delta(W^varphi x_i): (B, C/s1, H, W)
-        self.gg_spatial = _embed(2 * n, n1, bn)                      # delta(W^psi r_i): (B, HW/s1, H, W)
-        self.W_spatial = _score(1 + n1, max(min_width, (1 + n1) // down_ratio), bn)   # W_2 delta(W_1 y_i)
-        self.theta_spatial = _embed(channels, c1, bn)                # Q = delta(W^Q X)
-        self.phi_spatial = _embed(channels, c1, bn)                  # K = delta(W^K X)
+        self.gx_spatial = _embed(channels, c1, bn, **fk)             # delta(W^varphi x_i): (B, C/s1, H, W)
+        self.gg_spatial = _embed(2 * n, n1, bn, **fk)                # delta(W^psi r_i): (B, HW/s1, H, W)
+        self.W_spatial = _score(1 + n1, max(min_width, (1 + n1) // down_ratio), bn, **fk)   # W_2 delta(W_1 y_i)
+        self.theta_spatial = _embed(channels, c1, bn, **fk)          # Q = delta(W^Q X)
+        self.phi_spatial = _embed(channels, c1, bn, **fk)            # K = delta(W^K X)
         self.sigmoid = nn.Sigmoid()
 
     def units(self) -> Dict[str, nn.Module]:
@@ -270,13 +276,16 @@ class RGAChannel(nn.Module):
         down_ratio: s2; W_1 maps d = 1 + C // s1 values to d // s2 (official: 8).
         min_width: smallest width of every embedding (default 1; the official code has none).
         variant: "paper" (no BatchNorm) or "official" (BatchNorm after every conv, as RGA_Module).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
 
     def __init__(self, channels: int, *, spatial_size: Tuple[int, int], cha_ratio: int = 8,
-                 spa_ratio: int = 8, down_ratio: int = 8, min_width: int = 1, variant: str = "paper"):
+                 spa_ratio: int = 8, down_ratio: int = 8, min_width: int = 1, variant: str = "paper",
+                 device=None, dtype=None):
         super().__init__()
+        fk = _factory_kwargs("RGAChannel", device, dtype)            # factory keywords of every tensor
         _check_variant("RGAChannel", variant, self.VARIANTS)
         height, width, n, c1, n1 = _widths("RGAChannel", channels, spatial_size, cha_ratio, spa_ratio,
                                            down_ratio, min_width)
@@ -286,11 +295,11 @@ class RGAChannel(nn.Module):
         self.size_reason = f"since W^Q, W^K and W^varphi take the HW = {n} values of a channel"
         bn = variant == "official"
         # registered in the official order (gx, gg, W, theta, phi), under the official names
-        self.gx_channel = _embed(n, n1, bn)                          # delta(W^varphi x_c): (B, HW/s1, C, 1)
-        self.gg_channel = _embed(2 * channels, c1, bn)               # delta(W^psi r_c): (B, C/s1, C, 1)
-        self.W_channel = _score(1 + c1, max(min_width, (1 + c1) // down_ratio), bn)   # (B, 1, C, 1)
-        self.theta_channel = _embed(n, n1, bn)                       # Q = delta(W^Q X^T)
-        self.phi_channel = _embed(n, n1, bn)                         # K
+        self.gx_channel = _embed(n, n1, bn, **fk)                    # delta(W^varphi x_c): (B, HW/s1, C, 1)
+        self.gg_channel = _embed(2 * channels, c1, bn, **fk)         # delta(W^psi r_c): (B, C/s1, C, 1)
+        self.W_channel = _score(1 + c1, max(min_width, (1 + c1) // down_ratio), bn, **fk)   # (B, 1, C, 1)
+        self.theta_channel = _embed(n, n1, bn, **fk)                 # Q = delta(W^Q X^T)
+        self.phi_channel = _embed(n, n1, bn, **fk)                   # K
         self.sigmoid = nn.Sigmoid()
 
     def units(self) -> Dict[str, nn.Module]:
@@ -452,3 +461,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/rga.md, cell 21
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

@@ -55,6 +55,7 @@ Args:
     out_channels: (SCBottleneck only) C_out, default C; a 1x1 shortcut is added when
         C_out != C or stride != 1 (the official downsample).
     variant: "paper" (bilinear Up) or "official" (nearest Up, as the released code).
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
 
 Shape: (B, C, H, W) -> (B, C, H, W) (SCConv, stride 1; SCBottleneck with default kwargs);
 (B, C, H', W') with H' = (H - 1) // stride + 1 otherwise, C_out channels for SCBottleneck.
@@ -64,11 +65,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _conv_bn(channels: int, stride: int = 1) -> nn.Sequential:
+def _conv_bn(channels: int, stride: int = 1, *, device=None, dtype=None) -> nn.Sequential:
     """A bias-free 3x3 convolution (one K_i) followed by BatchNorm, as in the official code."""
+    factory_kwargs = {"device": device, "dtype": dtype}
     return nn.Sequential(
-        nn.Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(channels),
+        nn.Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False, **factory_kwargs),
+        nn.BatchNorm2d(channels, **factory_kwargs),
     )
 
 
@@ -110,6 +112,7 @@ class SCConv(nn.Module):
         stride: stride of K4.
         ceil_mode: keep partial pooling windows.
         variant: "paper" (bilinear Up) or "official" (nearest Up, as MCG-NKU/SCNet).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
@@ -122,8 +125,11 @@ class SCConv(nn.Module):
         stride: int = 1,
         ceil_mode: bool = False,
         variant: str = "paper",
+        device=None,
+        dtype=None,
     ):
         super().__init__()
+        factory_kwargs = _factory_kwargs("SCConv", device, dtype)
         if variant not in self.VARIANTS:
             raise ValueError(f"SCConv: variant must be one of {self.VARIANTS}, got {variant!r}")
         if pooling_r < 1 or stride < 1:
@@ -133,10 +139,10 @@ class SCConv(nn.Module):
         self.up_mode = "bilinear" if variant == "paper" else "nearest"
         self.k2 = nn.Sequential(                                        # K2 on the pooled map
             CalibrationPool(pooling_r, ceil_mode),                      # T1: (B, C, h1, w1)
-            *_conv_bn(channels),
+            *_conv_bn(channels, **factory_kwargs),
         )
-        self.k3 = _conv_bn(channels)                                    # K3, full resolution
-        self.k4 = _conv_bn(channels, stride)                            # K4, carries the stride
+        self.k3 = _conv_bn(channels, **factory_kwargs)                  # K3, full resolution
+        self.k4 = _conv_bn(channels, stride, **factory_kwargs)          # K4, carries the stride
 
     def context(self, x1: torch.Tensor) -> torch.Tensor:
         """X1' = Up(T1 * K2), eqs. (1)-(2), shape (B, C, H, W)."""
@@ -182,6 +188,7 @@ class SCBottleneck(nn.Module):
         stride: stride of K1 and K4 (and of the shortcut).
         ceil_mode: keep partial pooling windows.
         variant: "paper" (bilinear Up) or "official" (nearest Up, as MCG-NKU/SCNet).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
@@ -196,8 +203,11 @@ class SCBottleneck(nn.Module):
         stride: int = 1,
         ceil_mode: bool = False,
         variant: str = "paper",
+        device=None,
+        dtype=None,
     ):
         super().__init__()
+        fk = _factory_kwargs("SCBottleneck", device, dtype)             # factory keywords of every tensor
         if variant not in self.VARIANTS:
             raise ValueError(f"SCBottleneck: variant must be one of {self.VARIANTS}, got {variant!r}")
         out_channels = channels if out_channels is None else out_channels
@@ -205,20 +215,21 @@ class SCBottleneck(nn.Module):
         self.pooling_r, self.ceil_mode, self.variant = pooling_r, ceil_mode, variant
         width = max(1, out_channels // self.expansion // 2)            # C' = planes / 2, official
         self.width = width
-        self.conv1_a = nn.Conv2d(channels, width, 1, bias=False)       # -> X2, the plain half
-        self.bn1_a = nn.BatchNorm2d(width)
-        self.conv1_b = nn.Conv2d(channels, width, 1, bias=False)       # -> X1, the calibrated half
-        self.bn1_b = nn.BatchNorm2d(width)
-        self.k1 = _conv_bn(width, stride)                               # K1
-        self.scconv = SCConv(width, pooling_r=pooling_r, stride=stride, ceil_mode=ceil_mode, variant=variant)
-        self.conv3 = nn.Conv2d(2 * width, out_channels, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.conv1_a = nn.Conv2d(channels, width, 1, bias=False, **fk)  # -> X2, the plain half
+        self.bn1_a = nn.BatchNorm2d(width, **fk)
+        self.conv1_b = nn.Conv2d(channels, width, 1, bias=False, **fk)  # -> X1, the calibrated half
+        self.bn1_b = nn.BatchNorm2d(width, **fk)
+        self.k1 = _conv_bn(width, stride, **fk)                         # K1
+        self.scconv = SCConv(width, pooling_r=pooling_r, stride=stride, ceil_mode=ceil_mode, variant=variant,
+                             **fk)
+        self.conv3 = nn.Conv2d(2 * width, out_channels, 1, bias=False, **fk)
+        self.bn3 = nn.BatchNorm2d(out_channels, **fk)
         self.relu = nn.ReLU(inplace=True)                               # in place, as the official code
         self.downsample = None
         if stride != 1 or out_channels != channels:                     # official shortcut
             self.downsample = nn.Sequential(
-                nn.Conv2d(channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
+                nn.Conv2d(channels, out_channels, 1, stride=stride, bias=False, **fk),
+                nn.BatchNorm2d(out_channels, **fk),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -307,3 +318,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/scconv.md, cell 17
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

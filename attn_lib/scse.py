@@ -28,6 +28,7 @@ Args:
     aggregation: f, one of "add", "max", "mul", "concat"; None takes the variant's choice
         ("add" for "paper", "max" for "official"). "concat" returns 2C channels.
     variant: "paper" (MICCAI equations, no biases) or "official" (the released code).
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
 
 Shape: (B, C, H, W) -> (B, C, H, W); (B, 2C, H, W) with aggregation="concat" (see out_channels).
 Any H, W >= 1. float16/bfloat16 inputs: the H*W-long sum of the squeeze is taken in float32,
@@ -47,14 +48,16 @@ class SCSE(nn.Module):
         min_width: smallest hidden width (1: the paper's C / r).
         aggregation: f: "add", "max", "mul" or "concat"; None: "add" (paper), "max" (official).
         variant: "paper" (no biases) or "official" (biases, max, as the released code).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
     AGGREGATIONS = ("add", "max", "mul", "concat")
 
     def __init__(self, channels: int, *, reduction: int = 2, min_width: int = 1,
-                 aggregation: str | None = None, variant: str = "paper"):
+                 aggregation: str | None = None, variant: str = "paper", device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("SCSE", device, dtype)
         if variant not in self.VARIANTS:
             raise ValueError(f"SCSE: variant must be one of {self.VARIANTS}, got {variant!r}")
         if aggregation is None:
@@ -68,9 +71,9 @@ class SCSE(nn.Module):
         self.out_channels = 2 * channels if aggregation == "concat" else channels
         bias = variant == "official"
         hidden = max(min_width, channels // reduction)
-        self.w_1 = nn.Linear(channels, hidden, bias=bias)          # W_1: C -> C/r    (official cSE.fc1)
-        self.w_2 = nn.Linear(hidden, channels, bias=bias)          # W_2: C/r -> C    (official cSE.fc2)
-        self.w_sq = nn.Conv2d(channels, 1, 1, bias=bias)           # W_sq: C -> 1     (official sSE.conv)
+        self.w_1 = nn.Linear(channels, hidden, bias=bias, **factory_kwargs)   # W_1: C -> C/r  (official cSE.fc1)
+        self.w_2 = nn.Linear(hidden, channels, bias=bias, **factory_kwargs)   # W_2: C/r -> C  (official cSE.fc2)
+        self.w_sq = nn.Conv2d(channels, 1, 1, bias=bias, **factory_kwargs)    # W_sq: C -> 1   (official sSE.conv)
 
     def channel_gain(self, u: torch.Tensor) -> torch.Tensor:
         """sigma(W_2 delta(W_1 GAP(U))), shape (B, C, 1, 1)."""
@@ -177,3 +180,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/scse.md, cell 15
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

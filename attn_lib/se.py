@@ -22,6 +22,7 @@ Args:
         use at every stage). At C <= 32 and r = 16 the default leaves one or two hidden units,
         which a ReLU can silence for every input; min_width=8 (timm's rule) avoids that.
     variant: "paper" (no biases, as eq. (3)) or "official" (biases, as the released models).
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1; float16/bfloat16 inputs are computed in
 their own precision (a mean and two small products cannot overflow).
@@ -38,12 +39,15 @@ class SE(nn.Module):
         reduction: r; hidden width max(min_width, C // r).
         min_width: smallest hidden width (1: the paper's C / r).
         variant: "paper" (no biases) or "official" (biases, as the Caffe release).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
 
-    def __init__(self, channels: int, *, reduction: int = 16, min_width: int = 1, variant: str = "paper"):
+    def __init__(self, channels: int, *, reduction: int = 16, min_width: int = 1, variant: str = "paper",
+                 device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("SE", device, dtype)
         if variant not in self.VARIANTS:
             raise ValueError(f"SE: variant must be one of {self.VARIANTS}, got {variant!r}")
         if reduction < 1 or min_width < 1:
@@ -52,9 +56,9 @@ class SE(nn.Module):
         hidden = max(min_width, channels // reduction)
         bias = variant == "official"
         self.excite = nn.Sequential(
-            nn.Linear(channels, hidden, bias=bias),                      # W_1: C -> C/r
+            nn.Linear(channels, hidden, bias=bias, **factory_kwargs),                    # W_1: C -> C/r
             nn.ReLU(inplace=True),                                       # delta
-            nn.Linear(hidden, channels, bias=bias),                      # W_2: C/r -> C
+            nn.Linear(hidden, channels, bias=bias, **factory_kwargs),                    # W_2: C/r -> C
             nn.Sigmoid(),                                                # sigma
         )
 
@@ -162,3 +166,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/se.md, cell 15
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

@@ -22,6 +22,9 @@ Args:
     e_lambda: lambda > 0, the regulariser of the energy (default 1e-4, as simam_module; the
         official ImageNet models were trained with 0.1).
     variant: "paper" (variance divisor H W) or "official" (divisor H W - 1).
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol);
+        the module has none, but checks them, so that it can stand wherever a module with
+        parameters can (timm's attn_layer, for one).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1 (H W >= 2 for variant="official").
 float16 and bfloat16 inputs are computed in float32 (the variance sum of a 56 x 56 map of
@@ -39,12 +42,16 @@ class SimAM(nn.Module):
         channels: C, channels of the input (the module has no parameters).
         e_lambda: lambda > 0, regulariser of the energy (1e-4; the official ImageNet runs: 0.1).
         variant: "paper" (var divides by H W) or "official" (by H W - 1, as simam_module).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol);
+            none here, only checked.
     """
 
     VARIANTS = ("paper", "official")
 
-    def __init__(self, channels: int, *, e_lambda: float = 1e-4, variant: str = "paper"):
+    def __init__(self, channels: int, *, e_lambda: float = 1e-4, variant: str = "paper",
+                 device=None, dtype=None):
         super().__init__()
+        _factory_kwargs("SimAM", device, dtype)                      # nothing to create: only checked
         if variant not in self.VARIANTS:
             raise ValueError(f"SimAM: variant must be one of {self.VARIANTS}, got {variant!r}")
         if not e_lambda > 0:
@@ -147,3 +154,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/simam.md, cell 23
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

@@ -55,6 +55,7 @@ Args:
         (official: (20, 12)); they may exceed the map, see adaptive_avg_matrix.
     min_width: MixedPooling only: the hidden width is max(min_width, C // 4) (default 1; the
         official int(C / 4) for C >= 4).
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1. In training mode a BatchNorm needs more than
 one value per channel: StripPooling(variant="official") and MixedPooling refuse B * H == 1 or
@@ -106,23 +107,25 @@ class StripPooling(nn.Module):
         channels: C, channels of the input.
         variant: "paper" (the formula, convolutions with biases) or "official" (SPBlock of
             houqb/SPNet: bias-free 1-D convolutions, each followed by BatchNorm, and a ReLU on y).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
 
-    def __init__(self, channels: int, *, variant: str = "paper"):
+    def __init__(self, channels: int, *, variant: str = "paper", device=None, dtype=None):
         super().__init__()
+        fk = _factory_kwargs("StripPooling", device, dtype)                     # factory keywords of every tensor
         if variant not in self.VARIANTS:
             raise ValueError(f"StripPooling: variant must be one of {self.VARIANTS}, got {variant!r}")
         self.channels, self.variant = channels, variant
         official = variant == "official"
         # registered in SPBlock's order: conv1, bn1, conv2, bn2, conv3
-        self.conv_h = nn.Conv2d(channels, channels, (3, 1), padding=(1, 0), bias=not official)  # along H
-        self.bn_h = nn.BatchNorm2d(channels) if official else nn.Identity()      # official only
-        self.conv_v = nn.Conv2d(channels, channels, (1, 3), padding=(0, 1), bias=not official)  # along W
-        self.bn_v = nn.BatchNorm2d(channels) if official else nn.Identity()      # official only
-        self.act = nn.ReLU() if official else nn.Identity()                      # official only
-        self.fuse = nn.Conv2d(channels, channels, 1)                             # f: 1x1 conv
+        self.conv_h = nn.Conv2d(channels, channels, (3, 1), padding=(1, 0), bias=not official, **fk)  # along H
+        self.bn_h = nn.BatchNorm2d(channels, **fk) if official else nn.Identity()      # official only
+        self.conv_v = nn.Conv2d(channels, channels, (1, 3), padding=(0, 1), bias=not official, **fk)  # along W
+        self.bn_v = nn.BatchNorm2d(channels, **fk) if official else nn.Identity()      # official only
+        self.act = nn.ReLU() if official else nn.Identity()                            # official only
+        self.fuse = nn.Conv2d(channels, channels, 1, **fk)                             # f: 1x1 conv
         self.sigmoid = nn.Sigmoid()                                              # sigma
 
     def pool_h(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,8 +160,10 @@ class StripPooling(nn.Module):
         return f"channels={self.channels}, variant={self.variant!r}"
 
 
-def _conv_bn(c_in: int, c_out: int, kernel, padding, relu: bool) -> nn.Sequential:
-    layers = [nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False), nn.BatchNorm2d(c_out)]
+def _conv_bn(c_in: int, c_out: int, kernel, padding, relu: bool, *, device=None, dtype=None) -> nn.Sequential:
+    factory_kwargs = {"device": device, "dtype": dtype}
+    layers = [nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False, **factory_kwargs),
+              nn.BatchNorm2d(c_out, **factory_kwargs)]
     return nn.Sequential(*layers, nn.ReLU()) if relu else nn.Sequential(*layers)
 
 
@@ -172,13 +177,15 @@ class MixedPooling(nn.Module):
         min_width: the hidden width is max(min_width, C // 4) (default 1).
         variant: "paper" or "official": the same module (the official StripPooling of
             models/customize.py, layer for layer).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
 
     def __init__(self, channels: int, *, pool_sizes: tuple[int, int] = (20, 12), min_width: int = 1,
-                 variant: str = "paper"):
+                 variant: str = "paper", device=None, dtype=None):
         super().__init__()
+        fk = _factory_kwargs("MixedPooling", device, dtype)                      # factory keywords of every tensor
         if variant not in self.VARIANTS:
             raise ValueError(f"MixedPooling: variant must be one of {self.VARIANTS}, got {variant!r}")
         if isinstance(min_width, bool) or not isinstance(min_width, int) or min_width < 1:
@@ -188,16 +195,17 @@ class MixedPooling(nn.Module):
         hidden = max(min_width, channels // 4)                                   # C/4
         self.hidden = hidden
         # registered in the official order: conv1_1, conv1_2, conv2_0 ... conv2_6, conv3
-        self.reduce_short = _conv_bn(channels, hidden, 1, 0, relu=True)           # official conv1_1
-        self.reduce_long = _conv_bn(channels, hidden, 1, 0, relu=True)            # official conv1_2
-        self.local = _conv_bn(hidden, hidden, 3, 1, relu=False)                   # conv2_0
+        self.reduce_short = _conv_bn(channels, hidden, 1, 0, relu=True, **fk)     # official conv1_1
+        self.reduce_long = _conv_bn(channels, hidden, 1, 0, relu=True, **fk)      # official conv1_2
+        self.local = _conv_bn(hidden, hidden, 3, 1, relu=False, **fk)             # conv2_0
         self.pools = nn.ModuleList(AdaptiveAvgPool(p) for p in self.pool_sizes)   # pool1, pool2
-        self.pool_convs = nn.ModuleList(_conv_bn(hidden, hidden, 3, 1, relu=False) for _ in self.pool_sizes)  # conv2_1, conv2_2
-        self.strip_conv_v = _conv_bn(hidden, hidden, (1, 3), (0, 1), relu=False) # conv2_3, on the 1 x W strip
-        self.strip_conv_h = _conv_bn(hidden, hidden, (3, 1), (1, 0), relu=False) # conv2_4, on the H x 1 strip
-        self.short_out = _conv_bn(hidden, hidden, 3, 1, relu=True)                # conv2_5
-        self.long_out = _conv_bn(hidden, hidden, 3, 1, relu=True)                 # conv2_6
-        self.project = _conv_bn(2 * hidden, channels, 1, 0, relu=False)           # conv3
+        self.pool_convs = nn.ModuleList(_conv_bn(hidden, hidden, 3, 1, relu=False, **fk)
+                                        for _ in self.pool_sizes)                 # conv2_1, conv2_2
+        self.strip_conv_v = _conv_bn(hidden, hidden, (1, 3), (0, 1), relu=False, **fk)  # conv2_3, on the 1 x W strip
+        self.strip_conv_h = _conv_bn(hidden, hidden, (3, 1), (1, 0), relu=False, **fk)  # conv2_4, on the H x 1 strip
+        self.short_out = _conv_bn(hidden, hidden, 3, 1, relu=True, **fk)          # conv2_5
+        self.long_out = _conv_bn(hidden, hidden, 3, 1, relu=True, **fk)           # conv2_6
+        self.project = _conv_bn(2 * hidden, channels, 1, 0, relu=False, **fk)     # conv3
 
     def pool_v(self, x: torch.Tensor) -> torch.Tensor:
         """pool3: the mean of each column, "b c h w -> b c 1 w"."""
@@ -327,3 +335,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/strip_pooling.md, cell 21
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

@@ -37,6 +37,7 @@ Args:
     no_spatial: drop the identity branch (s_0) and average the two rotated branches.
     variant: "paper" (true rotations, convolutions alone) or "official" (permutations only,
         BatchNorm after each convolution, as the official code).
+    device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
 
 Shape: (B, C, H, W) -> (B, C, H, W), any H, W >= 1 (the convolutions are zero-padded). In
 training mode the official variant's BatchNorms need more than one value per branch
@@ -89,13 +90,15 @@ class ZPool(nn.Module):
 
 class AttentionGate(nn.Module):
     """One branch's map s = sigma(Conv(ZPool(T))) (official: sigma(BN(Conv(ZPool(T))))):
-    (B, R, P, Q) -> (B, 1, P, Q)."""
+    (B, R, P, Q) -> (B, 1, P, Q). device, dtype: factory keywords of the conv's and BN's tensors."""
 
-    def __init__(self, kernel_size: int = 7, official: bool = False):
+    def __init__(self, kernel_size: int = 7, official: bool = False, *, device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("AttentionGate", device, dtype)
         self.zpool = ZPool()
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)   # Conv_i
-        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01) if official else nn.Identity()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False,   # Conv_i
+                              **factory_kwargs)
+        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **factory_kwargs) if official else nn.Identity()
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
@@ -111,13 +114,15 @@ class TripletAttention(nn.Module):
         no_spatial: drop the identity branch s_0 and average two branches.
         variant: "paper" (rotations, convolutions alone) or "official" (permutations, a
             BatchNorm after each convolution; tensors in the official order cw, hc, hw).
+        device, dtype: PyTorch factory keywords for the parameters and buffers (no paper symbol).
     """
 
     VARIANTS = ("paper", "official")
 
     def __init__(self, channels: int, *, kernel_size: int = 7, no_spatial: bool = False,
-                 variant: str = "paper"):
+                 variant: str = "paper", device=None, dtype=None):
         super().__init__()
+        factory_kwargs = _factory_kwargs("TripletAttention", device, dtype)
         if variant not in self.VARIANTS:
             raise ValueError(f"TripletAttention: variant must be one of {self.VARIANTS}, got {variant!r}")
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -128,9 +133,9 @@ class TripletAttention(nn.Module):
         self.rotate_h = Rotate90("h", flip=not official)                  # P_m1
         self.rotate_w = Rotate90("w", flip=not official)                  # P_m2
         # registered in the official order: cw, hc, hw
-        self.cw = AttentionGate(kernel_size, official)                    # Conv_2 on the (C, W) plane
-        self.hc = AttentionGate(kernel_size, official)                    # Conv_1 on the (H, C) plane
-        self.hw = None if no_spatial else AttentionGate(kernel_size, official)   # Conv_0 on (H, W)
+        self.cw = AttentionGate(kernel_size, official, **factory_kwargs)  # Conv_2 on the (C, W) plane
+        self.hc = AttentionGate(kernel_size, official, **factory_kwargs)  # Conv_1 on the (H, C) plane
+        self.hw = None if no_spatial else AttentionGate(kernel_size, official, **factory_kwargs)  # Conv_0 on (H, W)
 
     def _check(self, x: torch.Tensor) -> None:
         _check_input("TripletAttention", x, self.channels, self.cw.conv.weight)
@@ -239,3 +244,30 @@ def _rename_official(state_dict: dict, prefixes) -> dict:
                 break
         converted[key] = value
     return converted
+
+
+# %% book/src/triplet.md, cell 17
+# PyTorch's factory keywords (one source: book/src/include/factory_kwargs.py). Every module
+# passes {"device": ..., "dtype": ...} to each parameter and buffer it creates, as torch.nn's
+# own layers do, so device="meta" allocates nothing and timm's attn_layer(C, device=, dtype=)
+# works without an adapter.
+def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
+    """The keywords {"device": device, "dtype": dtype} after refusing, with `module`'s name,
+    a device that is not a torch.device, str or int (an int is an accelerator index, as in
+    PyTorch) and a dtype that is not a floating-point torch.dtype. Parameter-free modules
+    check them too, so a wrong keyword never passes silently."""
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(module + ": device must be a torch.device, a str or an int, got "
+                            + type(device).__name__ + " " + repr(device))
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(module + ": invalid device " + repr(device) + " (" + str(err) + ")") from None
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(module + ": dtype must be a torch.dtype such as torch.float32, got "
+                            + type(dtype).__name__ + " " + repr(dtype))
+        if not dtype.is_floating_point:
+            raise TypeError(module + ": dtype must be a floating-point torch.dtype, got " + str(dtype))
+    return {"device": device, "dtype": dtype}

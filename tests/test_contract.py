@@ -9,6 +9,8 @@ import warnings
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from conftest import build, randomize_
 
@@ -65,6 +67,129 @@ def test_device_follows_input(case):
         m = make(case).eval().to(device)
         y = m(torch.randn(B, C, H, W, device=device))
         assert y.device.type == device
+
+
+class _RecordAllocations(TorchDispatchMode):
+    """Every tensor that an operator returns off the meta device, by operator name."""
+
+    def __init__(self):
+        super().__init__()
+        self.allocated = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.allocated += [str(func) for t in tree_leaves(out)
+                           if isinstance(t, torch.Tensor) and t.device.type != "meta"]
+        return out
+
+
+def test_the_allocation_recorder_sees_allocations():
+    """The recorder of the meta test below would catch a module that builds on the CPU."""
+    with _RecordAllocations() as record:
+        torch.nn.Linear(4, 3)
+    assert record.allocated
+    with _RecordAllocations() as record:
+        torch.nn.Linear(4, 3, device="meta")
+    assert not record.allocated
+
+
+def test_built_on_meta_allocates_nothing(case):
+    """device="meta" reaches every parameter and buffer as PyTorch's factory keyword (not by a
+    .to() at the end): building allocates no tensor anywhere, and forward on a meta input gives
+    the right shape."""
+    with _RecordAllocations() as record:
+        m = build(case[0], C, H, W, variant=case[1], device="meta")
+    assert not record.allocated, f"tensors allocated off the meta device by {sorted(set(record.allocated))}"
+    off = [n for n, t in [*m.named_parameters(), *m.named_buffers()] if t.device.type != "meta"]
+    assert not off, f"not on meta: {off}"
+    y = m.eval()(torch.empty(B, C, H, W, device="meta"))
+    assert y.device.type == "meta" and tuple(y.shape) == (B, expected_channels(m, C), H, W)
+
+
+def test_built_in_float64(case):
+    """dtype=torch.float64 reaches every floating parameter and buffer (integer buffers, such as
+    BatchNorm's num_batches_tracked, stay integer), and the official initialisation runs in float64.
+
+    From one seed, a module built in float64 does NOT hold the float32 module's .double() values:
+    on the CPU uniform_ draws a float64 from one 64-bit random number and a float32 from one
+    32-bit number, and normal_ on 16 or more values draws its uniforms in the tensor's dtype, so
+    the two random streams differ after the first draw (no tolerance makes them equal; PyTorch's
+    own layers do the same). What is checked instead: (1) the module equals, exactly, the one
+    built from the same seed with float64 as the default dtype (so the float64 draws are made
+    where the float32 ones are, with the same initialisers, and nothing is converted
+    afterwards); (2) every value that the initialisation fixes (those equal in float32 builds
+    from two seeds: BatchNorm's ones and zeros, zero gammas and last convolutions) equals the
+    float32 module's, exactly; (3) every random tensor of 256 values or more has the root mean
+    square of its float32 counterpart within a factor of 4/3 (same initialiser, same scale)."""
+    name, variant = case
+    torch.manual_seed(1)
+    m32 = build(name, C, H, W, variant=variant).state_dict()
+    torch.manual_seed(1)
+    m64 = build(name, C, H, W, variant=variant, dtype=torch.float64).state_dict()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(1)
+        by_default = build(name, C, H, W, variant=variant).state_dict()
+    finally:
+        torch.set_default_dtype(default)
+    torch.manual_seed(2)
+    other_seed = build(name, C, H, W, variant=variant).state_dict()
+    assert list(m64) == list(m32)
+    for key, ref in m32.items():
+        t = m64[key]
+        assert t.dtype == (torch.float64 if ref.is_floating_point() else ref.dtype), f"{key}: {t.dtype}"
+        assert t.shape == ref.shape
+        assert torch.equal(t, by_default[key]), f"{key} differs from the build with float64 as the default"
+        if not ref.is_floating_point():
+            assert torch.equal(t, ref), key
+            continue
+        fixed = ref == other_seed[key]
+        assert torch.equal(t[fixed], ref.double()[fixed]), f"{key}: initialised constants differ"
+        drawn = ~fixed
+        if int(drawn.sum()) >= 256:
+            ratio = t[drawn].square().mean().sqrt() / ref.double()[drawn].square().mean().sqrt()
+            assert 0.75 < ratio < 4 / 3, f"{key}: root mean square {ratio:.3f} x the float32 one"
+
+
+def test_built_in_bfloat16_runs_on_bfloat16(case):
+    m = randomize_(build(case[0], C, H, W, variant=case[1], dtype=torch.bfloat16)).eval()
+    floating = [t for t in [*m.parameters(), *m.buffers()] if t.is_floating_point()]
+    assert all(t.dtype == torch.bfloat16 for t in floating)
+    x = torch.randn(B, C, H, W, dtype=torch.bfloat16)
+    with torch.no_grad():
+        y = m(x)
+        reference = copy.deepcopy(m).float()(x.float())
+    assert y.dtype == torch.bfloat16 and tuple(y.shape) == (B, expected_channels(m, C), H, W)
+    assert torch.isfinite(y).all()
+    scale = reference.abs().max().clamp(min=1.0)
+    assert (y.float() - reference).abs().max() <= 0.08 * scale
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [({"dtype": "float32"}, TypeError), ({"dtype": torch.int64}, TypeError),
+     ({"device": 3.5}, TypeError), ({"device": ["cpu"]}, TypeError), ({"device": "nonsense"}, ValueError)],
+    ids=["dtype-str", "dtype-int64", "device-float", "device-list", "device-bad-str"],
+)
+def test_bad_factory_keywords_name_the_class(case, kwargs, error):
+    """A dtype that is not a floating torch.dtype, or a device that is not a torch.device, str or
+    int, is refused with the class's name, even by modules without parameters. (PyTorch alone
+    would say "empty(): argument 'dtype' must be torch.dtype, not str", without the class, and a
+    parameter-free module would accept it silently.)"""
+    cls = type(build(case[0], C, H, W, variant=case[1]))
+    with pytest.raises(error, match=cls.__name__):
+        build(case[0], C, H, W, variant=case[1], **kwargs)
+
+
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="device=3 is a valid accelerator index here")
+def test_an_accelerator_index_without_an_accelerator_names_the_class(case):
+    """device=3 is of a valid type (an int is an accelerator index, as in PyTorch); on a machine
+    without an accelerator it is refused with a ValueError that names the class and carries
+    PyTorch's reason."""
+    cls = type(build(case[0], C, H, W, variant=case[1]))
+    with pytest.raises(ValueError, match=cls.__name__ + ".*accelerator"):
+        build(case[0], C, H, W, variant=case[1], device=3)
 
 
 def test_gradcheck_float64(case):

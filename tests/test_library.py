@@ -96,3 +96,18 @@ def test_help_of_every_class_shows_every_argument(name):
     params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     missing = [p for p in params if not re.search(rf"\b{p}\b", doc)]
     assert not missing, f"{cls.__name__}: arguments missing from the class docstring: {missing}"
+
+
+@pytest.mark.parametrize("name", attn_lib.available())
+def test_every_class_takes_the_factory_keywords(name):
+    """PyTorch's factory keywords, keyword-only with default None, as torch.nn's layers take them
+    (timm calls attn_layer(channels, device=None, dtype=None)), and documented in help(Class)."""
+    cls = attn_lib.get_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    for keyword in ("device", "dtype"):
+        assert keyword in params, f"{cls.__name__} has no {keyword}= keyword"
+        assert params[keyword].kind is inspect.Parameter.KEYWORD_ONLY, f"{cls.__name__}: {keyword} is not keyword-only"
+        assert params[keyword].default is None, f"{cls.__name__}: {keyword} does not default to None"
+    args = (cls.__doc__ or "").split("Args:", 1)[-1]
+    assert re.search(r"^\s*device, dtype: PyTorch factory keywords", args, re.M), (
+        f"{cls.__name__}: the Args section does not document device and dtype")

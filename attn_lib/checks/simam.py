@@ -32,7 +32,7 @@ def closed_form_energy(t, mu, var, lam):
     return 4 * (var + lam) / ((t - mu) ** 2 + 2 * var + 2 * lam)
 
 
-# %% book/src/simam.md, cell 26
+# %% book/src/simam.md, cell 27
 def _channel_statistics(values, divisor):
     """mu_hat = sum / M and sigma_hat^2 = sum (x - mu_hat)^2 / divisor, with Python loops."""
     mu = sum(values) / len(values)
