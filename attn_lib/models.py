@@ -126,7 +126,7 @@ PLACEMENT: dict[str, Placement] = {
                                instead="scnet50() / scnet101()"),
     "residual_attention": Placement("3-D", False, None, None,
                                     "Residual Attention Network: a stage module of Attention-56/92",
-                                    instead="attention56()"),
+                                    instead="attention56() / attention92()"),
     "lka": Placement("block", False, None, None,
                      "VAN: the attention inside van_attention",
                      instead="van_b0() ... van_b3()"),
@@ -609,14 +609,15 @@ def _block_kwargs(network: str, name: str, kwargs: dict, fixed: tuple) -> tuple:
     params = inspect.signature(cls).parameters
     takes = [k for k, p in params.items() if k != "channels"
              and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    passed = sorted(set(takes) - set(fixed) - {"variant"})
     for key in kwargs:
         if key in fixed:
             raise TypeError(f"attn_lib.models.{network}: {key}= is set by the network for each "
-                            f"{name} module; the keywords it passes on are {sorted(set(takes) - set(fixed))}")
+                            f"{name} module; the keywords it passes on are {passed}")
         if key not in takes and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
             raise TypeError(f"attn_lib.models.{network}() got an unexpected keyword argument {key!r}; "
-                            f"besides its own (variant, num_classes, ...) it passes on the keywords of "
-                            f"{name}: {sorted(set(takes) - set(fixed))}")
+                            f"besides its own (variant, num_classes, device, dtype, ...) it passes on "
+                            f"the keywords of {name}: {passed}")
     return cls, dict(kwargs)
 
 
@@ -628,6 +629,13 @@ def _check_images(network: str, x) -> None:
         raise ValueError(f"{network} expects images of shape (B, 3, H, W) with B >= 1, got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{network} expects a floating-point tensor, got dtype {x.dtype}")
+
+
+def _factory(device):
+    """The device context a network is built in (device=None: the current default)."""
+    import contextlib
+
+    return torch.device(device) if device is not None else contextlib.nullcontext()
 
 
 def _kaiming_(modules) -> None:
@@ -759,10 +767,17 @@ class VAN(nn.Module):
     """
 
     def __init__(self, dims, depths, mlp_ratios, *, name: str = "VAN", variant: str = "paper",
-                 num_classes: int = 1000, drop_path_rate: float = 0.0, attention_kwargs=None):
+                 num_classes: int = 1000, drop_path_rate: float = 0.0, attention_kwargs=None,
+                 device=None, dtype=None):
         super().__init__()
-        cls, kwargs = _block_kwargs(name, "van_attention", dict(attention_kwargs or {}), ())
+        cls, kwargs = _block_kwargs(name, "van_attention", dict(attention_kwargs or {}), ("device", "dtype"))
         self.name, self.variant, self.num_stages = name, variant, len(dims)
+        with _factory(device):
+            self._build(cls, kwargs, dims, depths, mlp_ratios, variant, num_classes, drop_path_rate)
+        if dtype is not None:
+            self.to(dtype=dtype)
+
+    def _build(self, cls, kwargs, dims, depths, mlp_ratios, variant, num_classes, drop_path_rate) -> None:
         n = sum(depths)
         rates = [drop_path_rate * j / (n - 1) if n > 1 else 0.0 for j in range(n)]   # linspace(0, rate, n)
         attention_modules, k = [], 0
@@ -821,35 +836,41 @@ Args:
         the function of the released checkpoints (load them into this variant).
     num_classes: classes of the head (1000).
     drop_path_rate: stochastic depth, rising linearly from 0 to this over the blocks.
+    device, dtype: where and in which floating dtype the parameters are made (PyTorch's
+        factory keywords; "meta" builds without memory, e.g. to count parameters).
     **attention_kwargs: the other keywords of van_attention (kernel_size K = 21, dilation d = 3).
 
-Parameters: the paper prints {printed}M (Table of VAN variants); this network has {exact:,}
-(either variant, num_classes=1000).
+Parameters: {exact:,} (either variant, num_classes=1000) = {printed}M, the figure the issue
+quotes from the paper's table of VAN variants (not checked against the paper here).
 """
 
 
 def van_b0(*, variant: str = "paper", num_classes: int = 1000, drop_path_rate: float = 0.0,
-           **attention_kwargs) -> VAN:
+           device=None, dtype=None, **attention_kwargs) -> VAN:
     return VAN((32, 64, 160, 256), (3, 3, 5, 2), (8, 8, 4, 4), name="van_b0", variant=variant,
-               num_classes=num_classes, drop_path_rate=drop_path_rate, attention_kwargs=attention_kwargs)
+               num_classes=num_classes, drop_path_rate=drop_path_rate, attention_kwargs=attention_kwargs,
+               device=device, dtype=dtype)
 
 
 def van_b1(*, variant: str = "paper", num_classes: int = 1000, drop_path_rate: float = 0.0,
-           **attention_kwargs) -> VAN:
+           device=None, dtype=None, **attention_kwargs) -> VAN:
     return VAN((64, 128, 320, 512), (2, 2, 4, 2), (8, 8, 4, 4), name="van_b1", variant=variant,
-               num_classes=num_classes, drop_path_rate=drop_path_rate, attention_kwargs=attention_kwargs)
+               num_classes=num_classes, drop_path_rate=drop_path_rate, attention_kwargs=attention_kwargs,
+               device=device, dtype=dtype)
 
 
 def van_b2(*, variant: str = "paper", num_classes: int = 1000, drop_path_rate: float = 0.0,
-           **attention_kwargs) -> VAN:
+           device=None, dtype=None, **attention_kwargs) -> VAN:
     return VAN((64, 128, 320, 512), (3, 3, 12, 3), (8, 8, 4, 4), name="van_b2", variant=variant,
-               num_classes=num_classes, drop_path_rate=drop_path_rate, attention_kwargs=attention_kwargs)
+               num_classes=num_classes, drop_path_rate=drop_path_rate, attention_kwargs=attention_kwargs,
+               device=device, dtype=dtype)
 
 
 def van_b3(*, variant: str = "paper", num_classes: int = 1000, drop_path_rate: float = 0.0,
-           **attention_kwargs) -> VAN:
+           device=None, dtype=None, **attention_kwargs) -> VAN:
     return VAN((64, 128, 320, 512), (3, 5, 27, 3), (8, 8, 4, 4), name="van_b3", variant=variant,
-               num_classes=num_classes, drop_path_rate=drop_path_rate, attention_kwargs=attention_kwargs)
+               num_classes=num_classes, drop_path_rate=drop_path_rate, attention_kwargs=attention_kwargs,
+               device=device, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------- SCNet
@@ -870,11 +891,17 @@ class SCNet(nn.Module):
     """
 
     def __init__(self, layers, *, name: str = "SCNet", variant: str = "paper", num_classes: int = 1000,
-                 attention_kwargs=None):
+                 attention_kwargs=None, device=None, dtype=None):
         super().__init__()
         cls, kwargs = _block_kwargs(name, "sc_bottleneck", dict(attention_kwargs or {}),
-                                    ("out_channels", "stride"))
+                                    ("out_channels", "stride", "device", "dtype"))
         self.name, self.variant = name, variant
+        with _factory(device):
+            self._build(cls, kwargs, layers, variant, num_classes)
+        if dtype is not None:
+            self.to(dtype=dtype)
+
+    def _build(self, cls, kwargs, layers, variant, num_classes) -> None:
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
@@ -915,21 +942,24 @@ Args:
         "official" (nearest, F.interpolate's default in the released code: the function of the
         released weights). The parameters are the same in both.
     num_classes: classes of the fc layer (1000).
+    device, dtype: where and in which floating dtype the parameters are made.
     **attention_kwargs: the other keywords of sc_bottleneck (pooling_r r = 4, ceil_mode);
         out_channels and stride are set by the network.
 
-Parameters: {printed}; this network has {exact:,} (either variant, num_classes=1000).
+Parameters: {exact:,} (either variant, num_classes=1000); {printed}.
 """
 
 
-def scnet50(*, variant: str = "paper", num_classes: int = 1000, **attention_kwargs) -> SCNet:
+def scnet50(*, variant: str = "paper", num_classes: int = 1000, device=None, dtype=None,
+            **attention_kwargs) -> SCNet:
     return SCNet((3, 4, 6, 3), name="scnet50", variant=variant, num_classes=num_classes,
-                 attention_kwargs=attention_kwargs)
+                 attention_kwargs=attention_kwargs, device=device, dtype=dtype)
 
 
-def scnet101(*, variant: str = "paper", num_classes: int = 1000, **attention_kwargs) -> SCNet:
+def scnet101(*, variant: str = "paper", num_classes: int = 1000, device=None, dtype=None,
+             **attention_kwargs) -> SCNet:
     return SCNet((3, 4, 23, 3), name="scnet101", variant=variant, num_classes=num_classes,
-                 attention_kwargs=attention_kwargs)
+                 attention_kwargs=attention_kwargs, device=device, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------- Residual Attention
@@ -986,10 +1016,17 @@ class ResidualAttentionNetwork(nn.Module):
     """
 
     def __init__(self, modules_per_stage, *, name: str = "ResidualAttentionNetwork", variant: str = "paper",
-                 num_classes: int = 1000, attention_kwargs=None):
+                 num_classes: int = 1000, attention_kwargs=None, device=None, dtype=None):
         super().__init__()
-        cls, kwargs = _block_kwargs(name, "residual_attention", dict(attention_kwargs or {}), ("depth",))
+        cls, kwargs = _block_kwargs(name, "residual_attention", dict(attention_kwargs or {}),
+                                    ("depth", "device", "dtype"))
         self.name, self.variant = name, variant
+        with _factory(device):
+            self._build(cls, kwargs, modules_per_stage, variant, num_classes)
+        if dtype is not None:
+            self.to(dtype=dtype)
+
+    def _build(self, cls, kwargs, modules_per_stage, variant, num_classes) -> None:
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
@@ -1023,14 +1060,16 @@ class ResidualAttentionNetwork(nn.Module):
         return f"variant={self.variant!r}"
 
 
-def attention56(*, variant: str = "paper", num_classes: int = 1000, **attention_kwargs) -> ResidualAttentionNetwork:
+def attention56(*, variant: str = "paper", num_classes: int = 1000, device=None, dtype=None,
+                **attention_kwargs) -> ResidualAttentionNetwork:
     return ResidualAttentionNetwork((1, 1, 1), name="attention56", variant=variant, num_classes=num_classes,
-                                    attention_kwargs=attention_kwargs)
+                                    attention_kwargs=attention_kwargs, device=device, dtype=dtype)
 
 
-def attention92(*, variant: str = "paper", num_classes: int = 1000, **attention_kwargs) -> ResidualAttentionNetwork:
+def attention92(*, variant: str = "paper", num_classes: int = 1000, device=None, dtype=None,
+                **attention_kwargs) -> ResidualAttentionNetwork:
     return ResidualAttentionNetwork((1, 2, 3), name="attention92", variant=variant, num_classes=num_classes,
-                                    attention_kwargs=attention_kwargs)
+                                    attention_kwargs=attention_kwargs, device=device, dtype=dtype)
 
 
 _RAN_DOC = """{title}: the Residual Attention Network of Wang et al. (CVPR 2017, arXiv:1704.06904)
@@ -1044,6 +1083,7 @@ Args:
         padding, output size rounded up; needs sides of at least 2 ** depth before every mask
         branch). At 224 x 224 the two give the same map sizes; the parameters are the same.
     num_classes: classes of the fc layer (1000).
+    device, dtype: where and in which floating dtype the parameters are made.
     **attention_kwargs: the other keywords of residual_attention (p, t, r, attention, eps);
         depth is set by the network (3, 2, 1 in stages 1, 2, 3).
 
@@ -1060,10 +1100,10 @@ van_b2.__doc__ = _VAN_DOC.format(title="VAN-B2", dims=(64, 128, 320, 512), depth
 van_b3.__doc__ = _VAN_DOC.format(title="VAN-B3", dims=(64, 128, 320, 512), depths=(3, 5, 27, 3), official="van_b3",
                                  checkpoint="van_large_839.pth.tar", printed="44.8", exact=44_765_608)
 scnet50.__doc__ = _SCNET_DOC.format(title="SCNet-50", depth=50, layers=(3, 4, 6, 3), official="scnet50",
-                                    printed="the paper and the official README print 25.56M", exact=25_564_584)
+                                    printed="the official README prints 25.56M,\nas the issue quotes for the paper", exact=25_564_584)
 scnet101.__doc__ = _SCNET_DOC.format(title="SCNet-101", depth=101, layers=(3, 4, 23, 3), official="scnet101",
-                                     printed="the official README prints 44.57M (the CVPR paper's count "
-                                             "for SCNet-101 is unverified here)", exact=44_565_416)
+                                     printed="the official README prints\n44.57M (a count for SCNet-101 in the CVPR paper is "
+                                             "unverified here)", exact=44_565_416)
 attention56.__doc__ = _RAN_DOC.format(
     title="Attention-56", modules="1, 1, 1", deploy="Attention-56-deploy.prototxt", exact=31_810_728,
     printed="The paper's count is 31.9M (as the issue quotes it;\n"
@@ -1077,6 +1117,8 @@ attention92.__doc__ = _RAN_DOC.format(
             "Attention-92 (unverified against the paper); the deploy file, and this network, have 52.5M\n"
             "(52.6M with the BN statistics): the two disagree, and we do not know why.")
 
+__all__ += ["VAN", "SCNet", "ResidualAttentionNetwork", "van_b0", "van_b1", "van_b2", "van_b3",
+            "scnet50", "scnet101", "attention56", "attention92"]
 _NETWORKS.update({"van_b0": van_b0, "van_b1": van_b1, "van_b2": van_b2, "van_b3": van_b3,
                   "scnet50": scnet50, "scnet101": scnet101,
                   "attention56": attention56, "attention92": attention92})

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import sys
-import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,54 +20,19 @@ import attn_lib
 from attn_lib import models
 
 
-def _stand_in_torchvision() -> None:
-    class _Meta(type):
-        def __getattr__(cls, name):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return f"{cls.__name__}.{name}"
-
-    class _Module(types.ModuleType):
-        def __getattr__(self, name):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            value = (_Meta(name, (), {"__init__": lambda self, *a, **k: None}) if name[:1].isupper()
-                     else _Module(f"{self.__name__}.{name}"))
-            setattr(self, name, value)
-            return value
-
-    class _Finder:
-        """Serves torchvision and every torchvision.* submodule as a stand-in."""
-
-        @staticmethod
-        def find_spec(fullname, path=None, target=None):
-            if fullname != "torchvision" and not fullname.startswith("torchvision."):
-                return None
-            return importlib.util.spec_from_loader(fullname, _Finder, is_package=True)
-
-        @staticmethod
-        def create_module(spec):
-            module = _Module(spec.name)
-            module.__path__ = []
-            return module
-
-        @staticmethod
-        def exec_module(module):
-            pass
-
-    for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
-        del sys.modules[name]
-    sys.meta_path.insert(0, _Finder)
+def _stand_in():
+    spec = importlib.util.spec_from_file_location(
+        "torchvision_stand_in", Path(__file__).resolve().parent.parent / "tools" / "torchvision_stand_in.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _import_timm():
     if importlib.util.find_spec("timm") is None:
         pytest.skip("timm is not installed (it is in requirements/lock.txt and the test extra)",
                     allow_module_level=True)
-    try:
-        import torchvision  # noqa: F401
-    except Exception:       # missing, or a CUDA build whose ops do not load with this torch
-        _stand_in_torchvision()
+    _stand_in().install_if_broken()
     import timm
     return timm
 

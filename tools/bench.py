@@ -82,10 +82,18 @@ class Gate(torch.nn.Module):
     def forward(self, x):
         return x * self.m(x)
 
+def _torchvision_stand_in():
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torchvision_stand_in.py")
+    spec = importlib.util.spec_from_file_location("torchvision_stand_in", here)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 def load_harness(path):
     if not path or not os.path.isfile(path):
         return None
+    _torchvision_stand_in().install_if_broken()   # the harness imports timm for VAN
     spec = importlib.util.spec_from_file_location("official_harness", path)
     harness = importlib.util.module_from_spec(spec)
     sys.modules["official_harness"] = harness
@@ -113,28 +121,11 @@ def build(name, c, h, w, variant):
 
 
 def timm_layers():
-    """timm's attention layers; timm.layers imports torchvision, which PyPI's wheels may not
-    provide for a CPU build of torch: then the layer files are imported without the package."""
-    try:
-        import timm.layers as layers
-        return layers
-    except Exception:  # noqa: BLE001
-        pass
-    spec = importlib.util.find_spec("timm")
-    if spec is None or not spec.submodule_search_locations:
+    """timm's attention layers (timm imports torchvision, which a stand-in replaces where it
+    cannot be imported: tools/torchvision_stand_in.py)."""
+    if importlib.util.find_spec("timm") is None:
         return None
-    base = list(spec.submodule_search_locations)[0]
-    for key in [k for k in sys.modules if k == "timm" or k.startswith("timm.")]:
-        del sys.modules[key]
-    for name, path in [("timm", base), ("timm.layers", os.path.join(base, "layers"))]:
-        module = types.ModuleType(name)
-        module.__path__ = [path]
-        sys.modules[name] = module
-    if importlib.util.find_spec("torchvision") is None:
-        tv, ops, misc = (types.ModuleType(n) for n in ("torchvision", "torchvision.ops", "torchvision.ops.misc"))
-        misc.FrozenBatchNorm2d = type("FrozenBatchNorm2d", (torch.nn.Module,), {})
-        tv.ops, ops.misc = ops, misc
-        sys.modules.update({"torchvision": tv, "torchvision.ops": ops, "torchvision.ops.misc": misc})
+    _torchvision_stand_in().install_if_broken()
     out = types.SimpleNamespace()
     for module, cls in [("squeeze_excite", "SEModule"), ("cbam", "CbamModule"),
                         ("global_context", "GlobalContext"), ("coord_attn", "CoordAttn")]:
