@@ -840,8 +840,8 @@ Args:
         factory keywords; "meta" builds without memory, e.g. to count parameters).
     **attention_kwargs: the other keywords of van_attention (kernel_size K = 21, dilation d = 3).
 
-Parameters: {exact:,} (either variant, num_classes=1000) = {printed}M, the figure the issue
-quotes from the paper's table of VAN variants (not checked against the paper here).
+Parameters: {exact:,} (either variant, num_classes=1000) = {printed}M, the figure printed
+for this variant in the VAN paper's table (as quoted to us; the PDF was not read here).
 """
 
 
@@ -1100,14 +1100,14 @@ van_b2.__doc__ = _VAN_DOC.format(title="VAN-B2", dims=(64, 128, 320, 512), depth
 van_b3.__doc__ = _VAN_DOC.format(title="VAN-B3", dims=(64, 128, 320, 512), depths=(3, 5, 27, 3), official="van_b3",
                                  checkpoint="van_large_839.pth.tar", printed="44.8", exact=44_765_608)
 scnet50.__doc__ = _SCNET_DOC.format(title="SCNet-50", depth=50, layers=(3, 4, 6, 3), official="scnet50",
-                                    printed="the official README prints 25.56M,\nas the issue quotes for the paper", exact=25_564_584)
+                                    printed="the official README prints 25.56M,\nthe figure quoted to us for the paper's table", exact=25_564_584)
 scnet101.__doc__ = _SCNET_DOC.format(title="SCNet-101", depth=101, layers=(3, 4, 23, 3), official="scnet101",
                                      printed="the official README prints\n44.57M (a count for SCNet-101 in the CVPR paper is "
                                              "unverified here)", exact=44_565_416)
 attention56.__doc__ = _RAN_DOC.format(
     title="Attention-56", modules="1, 1, 1", deploy="Attention-56-deploy.prototxt", exact=31_810_728,
-    printed="The paper's count is 31.9M (as the issue quotes it;\n"
-            "not checked against the paper here). This count rounds to 31.8M; with the 72,704 BatchNorm\n"
+    printed="The paper's count is 31.9M (as quoted to us;\n"
+            "the PDF was not read here). This count rounds to 31.8M; with the 72,704 BatchNorm\n"
             "running statistics, which the authors' Caffe BN layer stores as blobs beside its slopes and\n"
             "biases, it is 31,883,432 = 31.9M. FLOPs: 6.27 G multiply-adds at 224 x 224\n"
             "(torch.utils.flop_counter: convolutions and the fc layer).")
