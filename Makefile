@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 MATHJAX := book/_static/mathjax/tex-chtml.js
 
-.PHONY: help venv export notebooks check test test-gpu test-notebooks book bench clean
+.PHONY: help venv export notebooks check test test-gpu test-notebooks book bench networks-record clean
 
 help:
 	@echo "make test       everything CI runs: export/pairs in sync, unit tests, nbval on every chapter, book build"
@@ -16,6 +16,7 @@ help:
 	@echo "make test-notebooks  nbval on every chapter, with each chapter's time"
 	@echo "make test-gpu   nbval on every chapter with CUDA required"
 	@echo "make bench      speed (ours / official code, ours / timm) and peak memory of every module"
+	@echo "make networks-record  re-run the training grid of the networks chapter (a few minutes) into book/data/"
 
 venv: $(STAMP)
 $(STAMP): requirements/lock.txt pyproject.toml
@@ -52,6 +53,11 @@ test-gpu: $(STAMP)
 # make bench HARNESS=path/to/official_harness.py (ATTN_MIRROR_ROOT says where the mirrors are).
 bench: $(STAMP)
 	$(PY) tools/bench.py $(if $(HARNESS),--harness $(HARNESS)) $(BENCH_ARGS)
+
+# The networks chapter loads its training grid from book/data/networks_training.json, recorded with
+# a hash of the chapter's experiment code; `make check` fails when the record is stale.
+networks-record: $(STAMP)
+	$(PY) tests/test_networks_experiment.py --write
 
 $(MATHJAX): $(STAMP)
 	rm -rf book/_static/mathjax
