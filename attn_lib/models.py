@@ -240,20 +240,10 @@ def _check_image(network: str, x, image_size=None) -> None:
 
 
 def _init_backbone(network: nn.Module, attention_modules) -> None:
-    """torchvision's initialisation (convolutions Kaiming-normal over fan_out, BN 1 and 0, the
-    classifier as nn.Linear's default or N(0, 0.01)) for the backbone only: every attention module
-    keeps its own (official or paper) initialisation."""
+    """torchvision's initialisation (convolutions Kaiming-normal over fan_out, BN 1 and 0) for the
+    backbone only: every attention module keeps its own (official or paper) initialisation."""
     skip = {id(m) for a in attention_modules if a is not None for m in a.modules()}
-    for m in network.modules():
-        if id(m) in skip:
-            continue
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    _kaiming_(m for m in network.modules() if id(m) not in skip)
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -621,16 +611,6 @@ def _block_kwargs(network: str, name: str, kwargs: dict, fixed: tuple) -> tuple:
     return cls, dict(kwargs)
 
 
-def _check_images(network: str, x) -> None:
-    """(B, 3, H, W) floating-point images with B >= 1, or a ValueError/TypeError naming the network."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{network} expects a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] == 0:
-        raise ValueError(f"{network} expects images of shape (B, 3, H, W) with B >= 1, got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{network} expects a floating-point tensor, got dtype {x.dtype}")
-
-
 def _factory(device):
     """The device context a network is built in (device=None: the current default)."""
     import contextlib
@@ -645,7 +625,7 @@ def _kaiming_(modules) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
@@ -802,7 +782,7 @@ class VAN(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, dims[-1]): the last stage's tokens, normalised and averaged."""
-        _check_images(self.name, x)
+        _check_image(self.name, x)
         for i in range(1, self.num_stages + 1):
             x = getattr(self, f"patch_embed{i}")(x)
             for block in getattr(self, f"block{i}"):
@@ -920,7 +900,7 @@ class SCNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, 2048, H / 32, W / 32) (sizes rounded up at each stride)."""
-        _check_images(self.name, x)
+        _check_image(self.name, x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
@@ -1048,7 +1028,7 @@ class ResidualAttentionNetwork(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, 2048, H', W'): the last map, after the final BN and ReLU."""
-        _check_images(self.name, x)
+        _check_image(self.name, x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.relu(self.bn_final(x))
