@@ -6,10 +6,14 @@ book *Attention, Derived*.
     >>> block = attn_lib.create("cbam", 64, variant="official")
     >>> attn_lib.available()                           # every registered name
 
-Every module file except this one is generated from a chapter (``book/src/<chapter>.md``) and
-is self-contained: it imports only torch, einops and the standard library, so a single file can
-be copied into another project. Each file ends with a ``REGISTRY`` dict that maps the names it
-provides to its classes; this package collects them.
+    >>> from attn_lib import CBAM, models              # every class, by name
+    >>> attn_lib.__version__
+
+Every module file except this one, ``models.py`` and ``_version.py`` is generated from a chapter
+(``book/src/<chapter>.md``) and is self-contained: it imports only torch, einops and the
+standard library, so a single file can be copied into another project. Each file ends with a
+``REGISTRY`` dict that maps the names it provides to its classes; this package collects them
+and imports every registered class by name.
 """
 
 from __future__ import annotations
@@ -22,12 +26,55 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-__all__ = ["available", "create", "get_class", "load_official", "models"]
+from ._version import __version__ as __version__
+
+# Every registered class, imported by name so that type checkers and IDEs see
+# ``from attn_lib import SE``. ``_discover`` below checks that this list equals what the module
+# files register (tests/test_release.py fails when a chapter adds a class that is not here).
+from .bam import BAM as BAM
+from .cbam import CBAM as CBAM
+from .coord_attention import CoordAttention as CoordAttention
+from .danet import ChannelAttention as ChannelAttention
+from .danet import PositionAttention as PositionAttention
+from .gc_block import GCBlock as GCBlock
+from .lka import LKA as LKA
+from .lka import VANAttention as VANAttention
+from .psa import PSAParallel as PSAParallel
+from .psa import PSASequential as PSASequential
+from .residual_attention import ResidualAttention as ResidualAttention
+from .rga import RGAChannel as RGAChannel
+from .rga import RGASpatial as RGASpatial
+from .scconv import SCBottleneck as SCBottleneck
+from .scconv import SCConv as SCConv
+from .scse import SCSE as SCSE
+from .se import SE as SE
+from .simam import SimAM as SimAM
+from .strip_pooling import MixedPooling as MixedPooling
+from .strip_pooling import StripPooling as StripPooling
+from .triplet import TripletAttention as TripletAttention
+
+_CLASSES: tuple[type[nn.Module], ...] = (
+    BAM, CBAM, CoordAttention, ChannelAttention, PositionAttention, GCBlock, LKA, VANAttention,
+    PSAParallel, PSASequential, ResidualAttention, RGAChannel, RGASpatial, SCBottleneck, SCConv,
+    SCSE, SE, SimAM, MixedPooling, StripPooling, TripletAttention,
+)
+
+# A literal list, as type checkers read it.
+__all__ = [
+    "__version__", "available", "create", "get_class", "load_official", "models",
+    "BAM", "CBAM", "CoordAttention", "ChannelAttention", "PositionAttention", "GCBlock", "LKA",
+    "VANAttention", "PSAParallel", "PSASequential", "ResidualAttention", "RGAChannel", "RGASpatial",
+    "SCBottleneck", "SCConv", "SCSE", "SE", "SimAM", "MixedPooling", "StripPooling",
+    "TripletAttention",
+]
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
 
 
-def _discover() -> None:
+def _discover() -> list[type[nn.Module]]:
+    """Collect the ``REGISTRY`` dicts of every module file into ``_REGISTRY``; return the
+    registered classes that this file does not import by name (``[]`` when the explicit list is
+    complete; the release tests assert it, and list the missing ``from .x import X as X``)."""
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if info.name.startswith("_") or info.ispkg or info.name == "models":
             continue
@@ -36,7 +83,7 @@ def _discover() -> None:
             if name in _REGISTRY and _REGISTRY[name] is not cls:
                 raise RuntimeError(f"attn_lib: two modules register the name {name!r}")
             _REGISTRY[name] = cls
-            globals()[cls.__name__] = cls
+    return [cls for cls in dict.fromkeys(_REGISTRY.values()) if cls not in _CLASSES]
 
 
 def available() -> list[str]:
@@ -123,6 +170,6 @@ def load_official(name: str, state_dict: Mapping[str, torch.Tensor], channels: i
     return module
 
 
-_discover()
+_UNEXPORTED = _discover()
 
 from . import models  # noqa: E402  (the networks look the registry up when they are built)

@@ -27,7 +27,16 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-__all__ = ["PLACEMENT", "Placement", "available", "create"]
+__all__ = [
+    "PLACEMENT", "Placement", "available", "create",
+    # networks
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d", "mobilenet_v2",
+    "van_b0", "van_b1", "van_b2", "van_b3", "scnet50", "scnet101", "attention56", "attention92",
+    "ResNet", "MobileNetV2", "VAN", "SCNet", "ResidualAttentionNetwork",
+    # their building blocks
+    "BasicBlock", "Bottleneck", "InvertedResidual", "DropPath", "VANMlp", "VANBlock",
+    "OverlapPatchEmbed", "PreActUnit",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1097,8 +1106,6 @@ attention92.__doc__ = _RAN_DOC.format(
             "Attention-92 (unverified against the paper); the deploy file, and this network, have 52.5M\n"
             "(52.6M with the BN statistics): the two disagree, and we do not know why.")
 
-__all__ += ["VAN", "SCNet", "ResidualAttentionNetwork", "van_b0", "van_b1", "van_b2", "van_b3",
-            "scnet50", "scnet101", "attention56", "attention92"]
 _NETWORKS.update({"van_b0": van_b0, "van_b1": van_b1, "van_b2": van_b2, "van_b3": van_b3,
                   "scnet50": scnet50, "scnet101": scnet101,
                   "attention56": attention56, "attention92": attention92})
