@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 MATHJAX := book/_static/mathjax/tex-chtml.js
 
-.PHONY: help venv export notebooks check test test-gpu test-notebooks book bench networks-record clean
+.PHONY: help venv export notebooks check test test-gpu test-notebooks book notebooks-zip bench networks-record assignments clean
 
 help:
 	@echo "make test       everything CI runs: export/pairs in sync, unit tests, nbval on every chapter, book build"
@@ -16,6 +16,7 @@ help:
 	@echo "make test-notebooks  nbval on every chapter, with each chapter's time"
 	@echo "make test-gpu   nbval on every chapter with CUDA required"
 	@echo "make bench      speed (ours / official code, ours / timm) and peak memory of every module"
+	@echo "make assignments  each chapter's student notebook, autograder zip and solutions into _build/assignments/ (CH=cbam for one)"
 	@echo "make networks-record  re-run the training grid of the networks chapter (a few minutes) into book/data/"
 
 venv: $(STAMP)
@@ -35,15 +36,17 @@ notebooks: $(STAMP) export
 check: $(STAMP)
 	$(PY) tools/chapters.py export --check
 	$(PY) tools/chapters.py check-pairs
-	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
+	# two workers, one thread each: on 2 cores this halves the time of thousands of small tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" -p no:cacheprovider -n 2
 
 test-notebooks: $(STAMP)
 	tools/nbval_each.sh $(PY) book/*.ipynb
 
 test: check
-	$(PY) -m pytest -q -m slow -p no:cacheprovider
+	$(PY) -m pytest -q -m slow -p no:cacheprovider --ignore=tests/test_browser.py
 	tools/nbval_each.sh $(PY) book/*.ipynb
 	$(MAKE) book
+	ATTN_BROWSER_REQUIRED=1 $(PY) -m pytest -q -m slow -p no:cacheprovider tests/test_browser.py
 
 test-gpu: $(STAMP)
 	$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu: no CUDA device is visible to torch')"
@@ -64,9 +67,28 @@ $(MATHJAX): $(STAMP)
 	mkdir -p book/_static
 	cp -r "$$($(PY) -c 'import mathjax, os; print(os.path.join(os.path.dirname(mathjax.__file__), "static", "mathjax", "es5"))')" book/_static/mathjax
 
+# The book's links (repository, issues, Colab and Binder buttons) come from `repository:` in
+# _config.yml; `make book REPO_URL=https://github.com/owner/name [REPO_BRANCH=branch]` builds a
+# fork's book with its own links. _config.yml is never edited: the build reads a copy,
+# $(BOOK_CONFIG), written by tools/book.py.
+REPO_URL ?=
+REPO_BRANCH ?=
+BOOK_CONFIG := _build/book_config.yml
+NOTEBOOKS_ZIP := _build/html/_downloads/attention-derived-notebooks.zip
+
 book: $(STAMP) $(MATHJAX)
 	rm -rf _build/html _build/.doctrees
-	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
+	$(PY) tools/book.py config $(BOOK_CONFIG) --url "$(REPO_URL)" --branch "$(REPO_BRANCH)"
+	$(VENV)/bin/jupyter-book build . --config $(BOOK_CONFIG) --builder html -W -n --keep-going
+	$(MAKE) --no-print-directory notebooks-zip
+
+# Every chapter notebook of _toc.yml (the committed executed ones), linked from the index page.
+notebooks-zip: $(STAMP)
+	$(PY) tools/book.py zip $(NOTEBOOKS_ZIP)
+
+# Course edition: otter-grader assignments built from the chapter sources (tools/assignments.py).
+assignments: $(STAMP)
+	$(PY) tools/assignments.py $(CH)
 
 clean:
 	rm -rf _build book/_static/mathjax .pytest_cache
