@@ -1,0 +1,197 @@
+"""The otter-grader assignments built by tools/assignments.py from the chapter sources.
+
+Fast: the build (otter assign) and what the student notebook holds. Slow (the grader runs each
+notebook, ~15 s each): the solutions score full marks, the unmodified student notebook scores
+zero without crashing the grader, and broken submissions lose exactly the points of the tests
+that catch them."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import assignments  # noqa: E402
+
+STEMS = sorted(assignments.SPECS)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("assignments")
+    return {stem: assignments.build(stem, root) for stem in STEMS}
+
+
+def cells(path):
+    return nbformat.read(path, as_version=4).cells
+
+
+# --------------------------------------------------------------------------- fast
+def test_stub_keeps_signatures_and_docstrings_and_drops_bodies():
+    source = ('class A(B):\n    """Doc."""\n\n    def f(self, x):\n        """F doc."""\n        return x + 1\n\n'
+              '    def g(self):\n        return 2\n\n\nanswer = {1, 2}\nprint(answer)\n')
+    stub = assignments.stub_source(source, ["A", "answer"], keep_rest=False)
+    assert '"""F doc."""' in stub and "def f(self, x):" in stub and "def g(self):" in stub
+    assert "return x + 1" not in stub and "return 2" not in stub and "print" not in stub
+    assert 'raise NotImplementedError("A.f: your code here")' in stub
+    assert "answer = ...  # your answer" in stub
+    kept = assignments.stub_source(source, ["A.g"], keep_rest=True)
+    assert "return x + 1" in kept and "return 2" not in kept and "print(answer)" in kept
+    compile(stub, "stub", "exec"), compile(kept, "kept", "exec")
+    with pytest.raises(SystemExit, match="not found"):
+        assignments.stub_source(source, ["C"], keep_rest=False)
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_every_exercise_is_labelled_and_has_its_own_solution(stem):
+    items, exercises = assignments.read_chapter(stem)
+    assert exercises, "the chapter has exercises"
+    for label, ex in exercises.items():
+        assert label.startswith(f"{stem}-ex-"), label
+        assert ex["solution"], f"{label} has no solution"
+        assert re.search(r"\(\d+ points?\)", ex["title"]), f"{label} states its points in the title"
+    graded = {q["label"] for q in assignments.SPECS[stem]["questions"] if q["label"]}
+    code = {label for label, ex in exercises.items() if any(c.cell_type == "code" for c in ex["solution"])}
+    assert code == graded, "every exercise with a code solution is a graded question, and only those"
+    text = (ROOT / "book" / "src" / f"{stem}.md").read_text()
+    assert text.count("{solution-start}") == text.count("{solution-end}")
+    assert ":class: dropdown" in text
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_points_in_the_titles_match_the_tests(stem):
+    _, exercises = assignments.read_chapter(stem)
+    for q in assignments.SPECS[stem]["questions"]:
+        if q["label"]:
+            stated = int(re.search(r"\((\d+) points?\)", exercises[q["label"]]["title"]).group(1))
+            assert stated == sum(t[1] for t in q["tests"]), q["name"]
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_student_notebook_holds_no_solution(built, stem):
+    out = built[stem]
+    student = cells(out / "student" / f"{stem}.ipynb")
+    text = "\n".join(c.source for c in student)
+    spec = assignments.SPECS[stem]
+    items, exercises = assignments.read_chapter(stem)
+    elsewhere = "\n".join(v.source for kind, v in items if kind == "cell")   # the chapter outside solutions
+    for label, ex in exercises.items():
+        for c in ex["solution"]:
+            for line in c.source.splitlines():
+                line = line.strip()
+                if len(line) > 25 and line not in elsewhere and not line.startswith(("def ", "class ", '"""', "#")):
+                    assert line not in text, f"solution line of {label} in the student notebook: {line}"
+    for marker in spec["remove"]:
+        assert marker not in text
+    assert not any(c.get("outputs") for c in student if c.cell_type == "code"), "outputs left in"
+    assert "BEGIN SOLUTION" not in text and "BEGIN TEST CONFIG" not in text, "otter markers left in"
+    module_q = next(q for q in spec["questions"] if q["label"] is None)
+    for target in module_q["stub"]:
+        assert f'raise NotImplementedError("{target}: your code here")' in text
+    first = next(c for c in student if c.cell_type == "code").source
+    for package in ('("torch", "torch")', '("einops", "einops")', '("matplotlib", "matplotlib")',
+                    f'("otter", "{assignments.OTTER_PIN}")'):
+        assert package in first, f"the first cell installs {package}"
+    assert "grader = otter.Notebook(" in first
+    for q in spec["questions"]:
+        if any(not hidden for _, _, hidden, _ in q["tests"]):
+            assert f'grader.check("{q["name"]}")' in text, "public tests are run from the notebook"
+    solutions = "\n".join(c.source for c in cells(out / "solutions" / f"{stem}.ipynb"))
+    assert "BEGIN SOLUTION" not in solutions
+    assert (out / "autograder" / f"{stem}-autograder.zip").is_file()
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_autograder_ships_what_the_hidden_tests_need(built, stem):
+    import zipfile
+
+    with zipfile.ZipFile(built[stem] / "autograder" / f"{stem}-autograder.zip") as z:
+        names = set(z.namelist())
+        module = assignments.SPECS[stem]["module"]
+        assert {f"files/_grading.py", f"files/_ref_{stem}.py", f"files/_checks_{stem}.py",
+                f"files/_mutants_{stem}.py"} <= names
+        assert z.read(f"files/_checks_{stem}.py") == (ROOT / "attn_lib" / "checks" / f"{module}.py").read_bytes()
+        tests = [n for n in names if n.startswith("tests/")]
+        assert len(tests) == len(assignments.SPECS[stem]["questions"])
+
+
+# --------------------------------------------------------------------------- slow: the grader
+def grade(notebook: Path, zip_path: Path) -> dict[str, list[bool]]:
+    """{question: [passed, ...] in the order of the spec's tests}."""
+    import otter.api
+
+    results = otter.api.grade_submission(str(notebook), str(zip_path), quiet=True)
+    return {name: [r.passed for r in res.test_case_results] for name, res in results.results.items()}
+
+
+def score(stem, passed):
+    spec = {q["name"]: q for q in assignments.SPECS[stem]["questions"]}
+    return sum(t[1] for name, flags in passed.items() for t, ok in zip(spec[name]["tests"], flags) if ok)
+
+
+def failing(stem, passed):
+    spec = {q["name"]: q for q in assignments.SPECS[stem]["questions"]}
+    return {f"{name}.{t[0]}" for name, flags in passed.items() for t, ok in zip(spec[name]["tests"], flags) if not ok}
+
+
+def total(stem):
+    return sum(t[1] for q in assignments.SPECS[stem]["questions"] for t in q["tests"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", STEMS)
+def test_solutions_score_full_marks(built, stem):
+    passed = grade(built[stem] / "solutions" / f"{stem}.ipynb", built[stem] / "autograder" / f"{stem}-autograder.zip")
+    assert set(passed) == {q["name"] for q in assignments.SPECS[stem]["questions"]}
+    assert failing(stem, passed) == set()
+    assert score(stem, passed) == total(stem)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", STEMS)
+def test_unmodified_student_notebook_scores_zero(built, stem):
+    passed = grade(built[stem] / "student" / f"{stem}.ipynb", built[stem] / "autograder" / f"{stem}-autograder.zip")
+    assert set(passed) == {q["name"] for q in assignments.SPECS[stem]["questions"]}, "the grader ran every question"
+    assert score(stem, passed) == 0
+
+
+# A broken submission: the solutions notebook with one line of the module changed, and the tests
+# that must catch it (question.test). Only those points are lost.
+BROKEN = {
+    "cbam-x1-plus-x1": ("cbam", "torch.cat([f.mean((2, 3)), _max_over(f.flatten(2), 2, False)])",
+                        "torch.cat([f.mean((2, 3)), f.mean((2, 3))])",
+                        {"cbam_module.check_cbam_matches_formula", "cbam_module.check_cbam_channel_mlp_is_shared",
+                         "cbam_module.reference", "spatial_first.rejected_by"}),
+    "cbam-no-spatial-sigmoid": ("cbam", "return torch.sigmoid(self.bn(self.conv(self.pooled(f))))",
+                                "return self.bn(self.conv(self.pooled(f)))",
+                                {"cbam_module.check_cbam_matches_formula", "cbam_module.check_cbam_gate_properties",
+                                 "cbam_module.reference", "spatial_first.rejected_by"}),
+    "se-no-sigmoid": ("se", "s = self.excite(self.squeeze(u))", "s = self.excite[:3](self.squeeze(u))",
+                      {"se_module.check_se_matches_formula", "se_module.check_se_is_a_channel_gain",
+                       "se_module.reference", "max_squeeze.rejected_by"}),
+    "se-max-squeeze": ("se", "        return u.mean((2, 3))", "        return u.amax((2, 3))",
+                       {"se_module.check_se_matches_formula", "se_module.reference"}),   # SEMax has its own squeeze
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_submission_loses_exactly_the_points_of_its_checks(built, case, tmp_path):
+    stem, old, new, caught = BROKEN[case]
+    nb = nbformat.read(built[stem] / "solutions" / f"{stem}.ipynb", as_version=4)
+    hits = [c for c in nb.cells if c.cell_type == "code" and old in c.source]
+    assert len(hits) == 1, f"the line to break is in one cell ({len(hits)})"
+    hits[0].source = hits[0].source.replace(old, new)
+    submission = tmp_path / f"{stem}.ipynb"
+    nbformat.write(nb, submission)
+    passed = grade(submission, built[stem] / "autograder" / f"{stem}-autograder.zip")
+    assert failing(stem, passed) == caught
+    spec = {q["name"]: q for q in assignments.SPECS[stem]["questions"]}
+    lost = sum(t[1] for q in spec.values() for t in q["tests"] if f"{q['name']}.{t[0]}" in caught)
+    assert score(stem, passed) == total(stem) - lost
