@@ -46,176 +46,41 @@ OTTER_PIN = "otter-grader==7.0.0"
 FENCE = re.compile(r"^(`{3,}|:{3,})\{(exercise|solution|solution-start|solution-end)\}[ \t]*(.*)$")
 
 # --------------------------------------------------------------------------- grading specs
-# A question: name (otter's), the exercise label it grades (None: the module), the artefacts of
-# the solution cell that the student writes (stubs), and its tests. A test is
-# (name, points, hidden, body): body is the text of the test function's body, whose arguments are
-# the artefacts (otter passes them from the notebook's globals). `G` is the shipped helper module.
-SPECS: dict[str, dict] = {
-    "cbam": {
-        "module": "cbam",
-        "mutant_size": (12, 3),
-        "remove": ["def official_cbam_forward("],
-        "questions": [
-            {
-                "name": "cbam_module",
-                "label": None,
-                "cell": "class CBAM(nn.Module):",
-                "stub": ["ChannelGate.descriptors", "ChannelGate.forward", "SpatialGate.pooled",
-                         "SpatialGate.forward", "CBAM.forward"],
-                "prompt": (
-                    "**Write the module (11 points).** In the cell below, write the bodies of "
-                    "`ChannelGate.descriptors`, `ChannelGate.forward`, `SpatialGate.pooled`, "
-                    "`SpatialGate.forward` and `CBAM.forward`, as their docstrings and the equations "
-                    "above say, in both variants. The constructors are given: keep the attribute "
-                    "names, the tests copy weights into them. Public test: the output shape (1 point). "
-                    "Hidden tests: the chapter's four derivation checks on `CBAM(12, reduction=3)` in "
-                    "both variants (2 points each) and equality with the reference module under "
-                    "copied weights (2 points)."),
-                "args": "CBAM",
-                "tests": [
-                    ("shape", 1, False,
-                     "G.run('output shape', 'CBAM(16, reduction=4) maps (2, 16, 7, 9) to (2, 16, 7, 9)', "
-                     "lambda: G.assert_shape(CBAM(16, reduction=4), (2, 16, 7, 9)))"),
-                    *[(name, 2, True,
-                       f"G.run_check('cbam', {name!r}, lambda variant: CBAM(12, reduction=3, variant=variant))")
-                      for name in ("check_cbam_matches_formula", "check_cbam_channel_mlp_is_shared",
-                                   "check_cbam_gate_properties", "check_cbam_is_channel_then_spatial")],
-                    ("reference", 2, True,
-                     "G.compare_with_reference('cbam', 'CBAM', CBAM, dict(channels=12, reduction=3), (2, 5, 7))"),
-                ],
-            },
-            {
-                "name": "spatial_first",
-                "label": "cbam-ex-spatial-first",
-                "stub": ["SpatialFirstCBAM", "rejected_by"],
-                "args": "SpatialFirstCBAM, rejected_by",
-                "tests": [
-                    ("spatial_first_forward", 2, True,
-                     "G.compare_spatial_first(SpatialFirstCBAM)"),
-                    ("rejected_by", 1, True,
-                     "G.run('rejected_by', 'the checks that reject the spatial-first order', lambda: G.assert_equal("
-                     "rejected_by, {'check_cbam_matches_formula', 'check_cbam_is_channel_then_spatial'}))"),
-                ],
-            },
-            {
-                "name": "parameter_budget",
-                "label": "cbam-ex-parameter-budget",
-                "stub": ["spatial_fraction", "first_c"],
-                "args": "spatial_fraction, first_c",
-                "tests": [
-                    ("spatial_fraction", 1, True,
-                     "G.run('spatial_fraction', 'the spatial gate holds 98 of the 8290 parameters of CBAM(256)', "
-                     "lambda: G.assert_close_number(spatial_fraction, 98 / (2 * 256 * 16 + 98)))"),
-                    ("first_c", 1, True,
-                     "G.run('first_c', 'the first C with 2 C max(1, C // 16) > 98', "
-                     "lambda: G.assert_equal(first_c, 32))"),
-                ],
-            },
-            {
-                "name": "official_to_paper",
-                "label": "cbam-ex-official-to-paper",
-                "stub": ["official_to_paper"],
-                "args": "official_to_paper",
-                "tests": [
-                    ("folded", 3, True, "G.check_official_to_paper(official_to_paper)"),
-                ],
-            },
-            {
-                "name": "check_max",
-                "label": "cbam-ex-check-max",
-                "stub": ["check_channel_gate_sees_the_max"],
-                "args": "check_channel_gate_sees_the_max",
-                "tests": [
-                    ("accepts_cbam", 1, True,
-                     "G.expect_accepts('cbam', check_channel_gate_sees_the_max, 'CBAM')"),
-                    ("rejects_x1_plus_x1", 1, True,
-                     "G.expect_rejects('cbam', check_channel_gate_sees_the_max, 'x1-plus-x1')"),
-                    ("rejects_non_global_max", 1, True,
-                     "G.expect_rejects('cbam', check_channel_gate_sees_the_max, 'non-global-max')"),
-                ],
-            },
-        ],
-    },
-    "se": {
-        "module": "se",
-        "mutant_size": (12, 3),
-        "remove": ["gain = torch.sigmoid(torch.relu(squeezed"],
-        "questions": [
-            {
-                "name": "se_module",
-                "label": None,
-                "cell": "class SE(nn.Module):",
-                "stub": ["SE.squeeze", "SE.gate", "SE.forward"],
-                "prompt": (
-                    "**Write the module (7 points).** In the cell below, write the bodies of "
-                    "`SE.squeeze`, `SE.gate` and `SE.forward`, as their docstrings and equations (2)-(4) "
-                    "say. The constructor is given: keep the attribute names, the tests copy weights "
-                    "into them. Public test: the output shape (1 point). Hidden tests: the chapter's "
-                    "two derivation checks on `SE(12, reduction=3)` in both variants (2 points each) "
-                    "and equality with the reference module under copied weights (2 points)."),
-                "args": "SE",
-                "tests": [
-                    ("shape", 1, False,
-                     "G.run('output shape', 'SE(16, reduction=4) maps (2, 16, 7, 9) to (2, 16, 7, 9)', "
-                     "lambda: G.assert_shape(SE(16, reduction=4), (2, 16, 7, 9)))"),
-                    *[(name, 2, True,
-                       f"G.run_check('se', {name!r}, lambda variant: SE(12, reduction=3, variant=variant))")
-                      for name in ("check_se_matches_formula", "check_se_is_a_channel_gain")],
-                    ("reference", 2, True,
-                     "G.compare_with_reference('se', 'SE', SE, dict(channels=12, reduction=3), (2, 5, 7))"),
-                ],
-            },
-            {
-                "name": "max_squeeze",
-                "label": "se-ex-max-squeeze",
-                "stub": ["SEMax", "rejected_by"],
-                "args": "SEMax, rejected_by",
-                "tests": [
-                    ("semax_forward", 2, True, "G.compare_se_max(SEMax)"),
-                    ("rejected_by", 1, True,
-                     "G.run('rejected_by', 'the checks that reject a max squeeze', "
-                     "lambda: G.assert_equal(rejected_by, {'check_se_matches_formula'}))"),
-                ],
-            },
-            {
-                "name": "reduction",
-                "label": "se-ex-reduction",
-                "stub": ["n_params_by_r"],
-                "args": "n_params_by_r",
-                "tests": [
-                    ("n_params_by_r", 1, True,
-                     "G.run('n_params_by_r', 'SE(64) has 2 * 64 * (64 // r) weights', lambda: G.assert_equal("
-                     "n_params_by_r, {r: 2 * 64 * (64 // r) for r in (4, 8, 16, 32)}))"),
-                ],
-            },
-            {
-                "name": "bias",
-                "label": "se-ex-bias",
-                "stub": ["drop_biases"],
-                "args": "drop_biases",
-                "tests": [("drop_biases", 2, True, "G.check_drop_biases(drop_biases)")],
-            },
-            {
-                "name": "check_mean",
-                "label": "se-ex-check-mean",
-                "stub": ["check_se_squeeze_is_the_mean"],
-                "args": "check_se_squeeze_is_the_mean",
-                "tests": [
-                    ("accepts_se", 1, True, "G.expect_accepts('se', check_se_squeeze_is_the_mean, 'SE')"),
-                    ("rejects_max_squeeze", 1, True,
-                     "G.expect_rejects('se', check_se_squeeze_is_the_mean, 'max-squeeze')"),
-                    ("rejects_wrong_axis", 1, True,
-                     "G.expect_rejects('se', check_se_squeeze_is_the_mean, 'wrong-axis')"),
-                ],
-            },
-        ],
-    },
-}
+# One file per chapter, tools/assignment_specs/<stem>.py, defines
+#   SPEC = {"module": attn_lib module file, "remove": [markers of cells that show the implementation],
+#           "questions": [...]}
+#   HELPERS = "grading code of the chapter's own questions" (appended to the generated _grading.py)
+#   BROKEN = {name: (old, new, {"question.test", ...})}: broken submissions for tests/test_assignments.py
+# A question: name (otter's), the exercise label it grades (None: the module, found by "cell", a
+# string of the module's cell), the artefacts of the solution cell that the student writes
+# ("stub"), the arguments of its test functions ("args": otter passes them from the notebook's
+# globals) and its tests. A test is (name, points, hidden, body): body is the text of the test
+# function's body. `G` is the generated _grading.py: GRADING_HELPER below, then the chapter's HELPERS.
+SPEC_DIR = ROOT / "tools" / "assignment_specs"
+
+
+def _load_specs() -> dict[str, dict]:
+    import importlib.util
+
+    specs = {}
+    for path in sorted(SPEC_DIR.glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"_assignment_spec_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        specs[path.stem] = dict(module.SPEC, helpers=getattr(module, "HELPERS", ""),
+                                broken=getattr(module, "BROKEN", {}))
+    return specs
+
+
+SPECS: dict[str, dict] = _load_specs()
 
 # The helper the hidden tests import: it loads the shipped reference module, checks and mutants
 # under private names, and turns every failure into one line that names the check and its meaning.
-GRADING_HELPER = '''\
-"""Grading helpers for the otter tests of this assignment (generated by tools/assignments.py)."""
+# CHAPTER and MODULE are filled in per chapter; a chapter's HELPERS may redefine `build` and
+# `build_mutant` (how its reference blocks and broken blocks are made).
+GRADING_HELPER = """\
+\"\"\"Grading helpers for the otter tests of this assignment (generated by tools/assignments.py).\"\"\"
+import contextlib
 import copy
 import importlib.util
 import sys
@@ -224,15 +89,16 @@ from pathlib import Path
 
 import torch
 
+CHAPTER, MODULE = {chapter!r}, {module!r}
 HERE = Path(__file__).resolve().parent
-_CACHE = {}
+_CACHE = {{}}
 
 
 def _load(name, path, aliases=None):
     if name in _CACHE:
         return _CACHE[name]
-    saved = {k: sys.modules.get(k) for k in (aliases or {})}
-    sys.modules.update(aliases or {})
+    saved = {{k: sys.modules.get(k) for k in (aliases or {{}})}}
+    sys.modules.update(aliases or {{}})
     try:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
@@ -247,12 +113,14 @@ def _load(name, path, aliases=None):
     return module
 
 
-def reference(chapter):
-    return _load(f"_grading_ref_{chapter}", HERE / f"_ref_{chapter}.py")
+def reference():
+    \"\"\"attn_lib/<module>.py, shipped as _ref_<chapter>.py.\"\"\"
+    return _load(f"_grading_ref_{{CHAPTER}}", HERE / f"_ref_{{CHAPTER}}.py")
 
 
-def checks(chapter):
-    return _load(f"_grading_checks_{chapter}", HERE / f"_checks_{chapter}.py")
+def checks():
+    \"\"\"attn_lib/checks/<module>.py, shipped as _checks_<chapter>.py.\"\"\"
+    return _load(f"_grading_checks_{{CHAPTER}}", HERE / f"_checks_{{CHAPTER}}.py")
 
 
 def _pytest_shim():
@@ -265,13 +133,14 @@ def _pytest_shim():
         return shim
 
 
-def mutants(chapter, module):
-    """tests/test_derivation_<chapter>.py, importing the shipped reference and checks."""
+def mutants():
+    \"\"\"tests/test_derivation_<chapter>.py, importing the shipped reference and checks.\"\"\"
     pkg, sub = types.ModuleType("attn_lib"), types.ModuleType("attn_lib.checks")
-    ref, chk = reference(chapter), checks(chapter)
-    aliases = {"attn_lib": pkg, "attn_lib.checks": sub, f"attn_lib.{module}": ref,
-               f"attn_lib.checks.{module}": chk, "pytest": _pytest_shim()}
-    return _load(f"_grading_mutants_{chapter}", HERE / f"_mutants_{chapter}.py", aliases)
+    ref, chk = reference(), checks()
+    setattr(pkg, MODULE, ref), setattr(pkg, "checks", sub), setattr(sub, MODULE, chk)
+    aliases = {{"attn_lib": pkg, "attn_lib.checks": sub, f"attn_lib.{{MODULE}}": ref,
+               f"attn_lib.checks.{{MODULE}}": chk, "pytest": _pytest_shim()}}
+    return _load(f"_grading_mutants_{{CHAPTER}}", HERE / f"_mutants_{{CHAPTER}}.py", aliases)
 
 
 def _first_line(e):
@@ -280,37 +149,38 @@ def _first_line(e):
 
 
 def run(label, meaning, fn):
-    """Run fn; any failure becomes an AssertionError naming `label` and what it means."""
+    \"\"\"Run fn; any failure becomes an AssertionError naming `label` and what it means.\"\"\"
     try:
         fn()
     except AssertionError as e:
-        raise AssertionError(f"{label} failed: {meaning} ({_first_line(e)})") from None
+        raise AssertionError(f"{{label}} failed: {{meaning}} ({{_first_line(e)}})") from None
     except NotImplementedError:
-        raise AssertionError(f"{label}: not written yet (NotImplementedError)") from None
+        raise AssertionError(f"{{label}}: not written yet (NotImplementedError)") from None
     except Exception as e:
-        raise AssertionError(f"{label} could not run: {meaning} ({type(e).__name__}: {_first_line(e)})") from None
+        raise AssertionError(f"{{label}} could not run: {{meaning}} ({{type(e).__name__}}: {{_first_line(e)}})") from None
 
 
-def run_check(chapter, check_name, build):
-    """One derivation check of the chapter on the student's module, in both variants."""
-    check = getattr(checks(chapter), check_name)
+def run_check(check_name, build_student, variants=("paper", "official")):
+    \"\"\"One derivation check of the chapter on the student's module, in each variant.\"\"\"
+    check = getattr(checks(), check_name)
     meaning = (check.__doc__ or check_name).strip().split(". ")[0].rstrip(".")
-    for variant in ("paper", "official"):
-        run(f"{check_name} (variant={variant!r})", meaning, lambda: check(build(variant)))
+    for variant in variants:
+        run(f"{{check_name}} (variant={{variant!r}})", meaning, lambda: check(build_student(variant)))
 
 
-def assert_shape(module, shape):
+def assert_shape(module, shape, out_shape=None):
     with torch.no_grad():
         out = module(torch.randn(*shape))
-    assert tuple(out.shape) == tuple(shape), f"got {tuple(out.shape)}"
+    want = tuple(out_shape or shape)
+    assert tuple(out.shape) == want, f"got {{tuple(out.shape)}}, expected {{want}}"
 
 
 def assert_equal(got, want):
-    assert got == want, f"got {got!r}"
+    assert got == want, f"got {{got!r}}"
 
 
-def assert_close_number(got, want):
-    assert isinstance(got, (int, float)) and abs(got - want) < 1e-9 * max(1, abs(want)), f"got {got!r}"
+def assert_close_number(got, want, rel=1e-9):
+    assert isinstance(got, (int, float)) and abs(got - want) <= rel * max(1, abs(want)), f"got {{got!r}}"
 
 
 def _randomise(m, g):
@@ -324,11 +194,13 @@ def _randomise(m, g):
                 buf.copy_(torch.randn(buf.shape, generator=g, dtype=buf.dtype) * 0.5)
 
 
-def compare_with_reference(chapter, class_name, student_cls, kwargs, size, seed=0):
-    """The student's module equals the reference module with the same (copied) weights."""
+def compare_with_reference(class_name, student_cls, kwargs, size, seed=0, variants=("paper", "official"),
+                           rtol=1e-10, atol=1e-12):
+    \"\"\"The student's module equals the reference module with the same (copied) weights.
+    kwargs are the constructor's keywords, with the channels under "channels"; size is (B, H, W).\"\"\"
     def compare():
-        ref_cls = getattr(reference(chapter), class_name)
-        for variant in ("paper", "official"):
+        ref_cls = getattr(reference(), class_name)
+        for variant in variants:
             g = torch.Generator().manual_seed(seed)
             ref = ref_cls(**kwargs, variant=variant).double().eval()
             _randomise(ref, g)
@@ -337,48 +209,66 @@ def compare_with_reference(chapter, class_name, student_cls, kwargs, size, seed=
             B, H, W = size
             x = torch.randn(B, kwargs["channels"], H, W, generator=g, dtype=torch.float64)
             with torch.no_grad():
-                torch.testing.assert_close(mine(x), ref(x), rtol=1e-10, atol=1e-12)
-    run(f"{class_name} equals the reference", f"the same output as attn_lib's {class_name} under copied weights",
+                torch.testing.assert_close(mine(x), ref(x), rtol=rtol, atol=atol)
+    run(f"{{class_name}} equals the reference", f"the same output as attn_lib's {{class_name}} under copied weights",
         compare)
 
 
-def expect_accepts(chapter, check, class_name):
-    if not callable(check):
-        raise AssertionError("your check is not defined yet")
-    ref_cls = getattr(reference(chapter), class_name)
-    for variant in ("paper", "official"):
-        run(f"your check on a correct {class_name} (variant={variant!r})",
-            f"a check must accept the reference {class_name}",
-            lambda: check(ref_cls(12, reduction=3, variant=variant)))
+def build(cls, variant):
+    \"\"\"A block of class `cls` as the chapter's derivation tests build it (a chapter may redefine this).\"\"\"
+    return cls(12, reduction=3, variant=variant)
 
 
-def expect_rejects(chapter, check, mutant):
+def build_mutant(name, variant):
+    \"\"\"The broken block `name` of tests/test_derivation_<chapter>.py (MUTANTS[name] = (cls, breakage, ...)).\"\"\"
+    cls, breakage = mutants().MUTANTS[name][:2]
+    broken = build(cls, variant)
+    breakage(broken)
+    return broken
+
+
+def mutant_doc(name):
+    entry = mutants().MUTANTS[name]
+    for obj in entry[1::-1]:
+        doc = getattr(obj, "__doc__", None)
+        if callable(obj) and doc and not doc.startswith(("Initialize self", "Create and return")):
+            return doc.strip().splitlines()[0]
+    return name
+
+
+def expect_accepts(check, class_name, variants=("paper", "official")):
+    \"\"\"The student's check returns quietly on the reference block.\"\"\"
     if not callable(check):
         raise AssertionError("your check is not defined yet")
-    spec = mutants(chapter, chapter)
-    cls, breakage, _ = spec.MUTANTS[mutant]
-    doc = (getattr(breakage, "__doc__", None) or getattr(cls, "__doc__", None) or mutant).strip().splitlines()[0]
-    for variant in ("paper", "official"):
-        broken = cls(12, reduction=3, variant=variant)
-        breakage(broken)
+    ref_cls = getattr(reference(), class_name)
+    for variant in variants:
+        run(f"your check on a correct {{class_name}} (variant={{variant!r}})",
+            f"a check must accept the reference {{class_name}}", lambda: check(build(ref_cls, variant)))
+
+
+def expect_rejects(check, mutant, variants=("paper", "official")):
+    \"\"\"The student's check raises an AssertionError on the broken block `mutant`.\"\"\"
+    if not callable(check):
+        raise AssertionError("your check is not defined yet")
+    for variant in variants:
+        broken = build_mutant(mutant, variant)
         try:
             check(broken)
         except AssertionError:
             continue
+        except NotImplementedError:
+            raise AssertionError("your check is not written yet (NotImplementedError)") from None
         except Exception as e:
-            raise AssertionError(f"your check crashed on the broken block {mutant!r} ({type(e).__name__}: "
-                                 f"{_first_line(e)}); a check rejects with an AssertionError") from None
-        raise AssertionError(f"your check accepts the broken block {mutant!r} (variant={variant!r}): {doc}")
-
-
-# ---- exercise-specific tests
-import contextlib
+            raise AssertionError(f"your check crashed on the broken block {{mutant!r}} ({{type(e).__name__}}: "
+                                 f"{{_first_line(e)}}); a check rejects with an AssertionError") from None
+        raise AssertionError(f"your check accepts the broken block {{mutant!r}} (variant={{variant!r}}): "
+                             f"{{mutant_doc(mutant)}}")
 
 
 @contextlib.contextmanager
 def _reference_global(fn, name, value):
-    """Run the student's function with the reference class under `name` in its globals."""
-    g = getattr(fn, "__globals__", {})
+    \"\"\"Run the student's function with the reference class under `name` in its globals.\"\"\"
+    g = getattr(fn, "__globals__", {{}})
     saved = g.get(name)
     g[name] = value
     try:
@@ -387,75 +277,13 @@ def _reference_global(fn, name, value):
         g[name] = saved
 
 
-def compare_spatial_first(student_cls):
-    def compare():
-        ref = reference("cbam")
-        for variant in ("paper", "official"):
-            g = torch.Generator().manual_seed(5)
-            block = ref.CBAM(12, reduction=3, variant=variant).double().eval()
-            _randomise(block, g)
-            assert "forward" in vars(student_cls), "SpatialFirstCBAM does not define forward"
-            rebased = type("SpatialFirstCBAM", (ref.CBAM,), {"forward": student_cls.forward})   # your forward only
-            mine = rebased(12, reduction=3, variant=variant).double().eval()
-            mine.load_state_dict(block.state_dict())
-            x = torch.randn(2, 12, 5, 7, generator=g, dtype=torch.float64)
-            with torch.no_grad():
-                f_s = block.spatial_gate(x) * x
-                torch.testing.assert_close(mine(x), block.channel_gate(f_s) * f_s, rtol=1e-10, atol=1e-12)
-    run("SpatialFirstCBAM", "M_c(F_s) * F_s with F_s = M_s(F) * F, under copied weights", compare)
-
-
-def check_official_to_paper(fn):
-    def compare():
-        ref = reference("cbam")
-        g = torch.Generator().manual_seed(6)
-        official = ref.CBAM(12, reduction=3, variant="official").double().eval()
-        _randomise(official, g)
-        with torch.no_grad():
-            for i in (0, 2):
-                official.channel_gate.mlp[i].bias.zero_()
-            bn = official.spatial_gate.bn
-            bn.bias.copy_(bn.weight / torch.sqrt(bn.running_var + bn.eps) * bn.running_mean)
-            x = torch.randn(2, 12, 6, 5, generator=g, dtype=torch.float64)
-            want = official(x)
-            with _reference_global(fn, "CBAM", ref.CBAM):         # graded apart from your CBAM
-                paper = fn(copy.deepcopy(official))
-            assert getattr(paper, "variant", None) == "paper", "the result is not a paper-variant CBAM"
-            torch.testing.assert_close(paper.eval()(x), want, rtol=1e-10, atol=1e-12)
-    run("official_to_paper", "the paper block computes the official block's function", compare)
-
-
-def compare_se_max(student_cls):
-    def compare():
-        ref = reference("se")
-        g = torch.Generator().manual_seed(5)
-        block = ref.SE(12, reduction=3).double().eval()
-        _randomise(block, g)
-        assert "squeeze" in vars(student_cls), "SEMax does not define squeeze"
-        rebased = type("SEMax", (ref.SE,), {"squeeze": student_cls.squeeze})           # your squeeze only
-        mine = rebased(12, reduction=3).double().eval()
-        mine.load_state_dict(block.state_dict())
-        x = torch.randn(2, 12, 5, 7, generator=g, dtype=torch.float64)
-        with torch.no_grad():
-            s = block.excite(x.amax((2, 3)))[:, :, None, None]
-            torch.testing.assert_close(mine(x), x * s, rtol=1e-10, atol=1e-12)
-    run("SEMax", "SE with z = the maximum of each channel, under copied weights", compare)
-
-
-def check_drop_biases(fn):
-    def compare():
-        ref = reference("se")
-        g = torch.Generator().manual_seed(6)
-        official = ref.SE(12, reduction=3, variant="official").double()
-        _randomise(official, g)
-        with _reference_global(fn, "SE", ref.SE):                 # graded apart from your SE
-            paper = fn(official)
-        assert getattr(paper, "variant", None) == "paper", "the result is not a paper-variant SE"
-        assert paper.excite[0].bias is None and paper.excite[2].bias is None, "the result has biases"
-        for i in (0, 2):
-            torch.testing.assert_close(paper.excite[i].weight, official.excite[i].weight, rtol=0, atol=0)
-    run("drop_biases", "a paper SE with the official block's W_1 and W_2", compare)
-'''
+def rebased(student_cls, base_cls, methods):
+    \"\"\"A subclass of the reference `base_cls` with only the student's `methods` (graded apart from
+    the student's own module).\"\"\"
+    missing = [m for m in methods if m not in vars(student_cls)]
+    assert not missing, f"{{student_cls.__name__}} does not define {{', '.join(missing)}}"
+    return type(student_cls.__name__, (base_cls,), {{m: vars(student_cls)[m] for m in methods}})
+"""
 
 
 # --------------------------------------------------------------------------- reading exercises
@@ -712,7 +540,8 @@ def build(stem: str, root: Path = OUT) -> Path:
     work = out / "_work"
     shutil.rmtree(out, ignore_errors=True)
     work.mkdir(parents=True)
-    (work / "_grading.py").write_text(GRADING_HELPER, encoding="utf-8")
+    (work / "_grading.py").write_text(GRADING_HELPER.format(chapter=stem, module=spec["module"])
+                                      + "\n# ---- this chapter's own questions\n" + spec["helpers"], encoding="utf-8")
     shutil.copy(ROOT / "attn_lib" / f"{spec['module']}.py", work / f"_ref_{stem}.py")
     shutil.copy(ROOT / "attn_lib" / "checks" / f"{spec['module']}.py", work / f"_checks_{stem}.py")
     shutil.copy(ROOT / "tests" / f"test_derivation_{stem}.py", work / f"_mutants_{stem}.py")
