@@ -78,6 +78,17 @@ def test_points_in_the_titles_match_the_tests(stem):
 
 
 @pytest.mark.parametrize("stem", STEMS)
+def test_public_tests_need_only_the_public_helpers(stem):
+    """A public test runs in the student's runtime, which has _grading_public but not the autograder."""
+    public = set(re.findall(r"^def (\w+)", assignments.GRADING_PUBLIC, re.MULTILINE))
+    for q in assignments.SPECS[stem]["questions"]:
+        for name, _, hidden, body in q["tests"]:
+            if not hidden:
+                used = set(re.findall(r"\bG\.(\w+)", body))
+                assert used <= public, f"{q['name']}.{name} uses {sorted(used - public)}, not in GRADING_PUBLIC"
+
+
+@pytest.mark.parametrize("stem", STEMS)
 def test_student_notebook_holds_no_solution(built, stem):
     out = built[stem]
     student = cells(out / "student" / f"{stem}.ipynb")
@@ -102,7 +113,9 @@ def test_student_notebook_holds_no_solution(built, stem):
     for package in ('("torch", "torch")', '("einops", "einops")', '("matplotlib", "matplotlib")',
                     f'("otter", "{assignments.OTTER_PIN}")'):
         assert package in first, f"the first cell installs {package}"
-    assert "grader = otter.Notebook(" in first
+    grader = [c.source for c in student if c.cell_type == "code"][1]
+    assert "grader = otter.Notebook(tests_dir=" in grader and "_grading_public" in grader, \
+        "the second cell writes the public tests and starts the grader on them"
     for q in spec["questions"]:
         if any(not hidden for _, _, hidden, _ in q["tests"]):
             assert f'grader.check("{q["name"]}")' in text, "public tests are run from the notebook"
@@ -191,3 +204,68 @@ def test_broken_submission_loses_exactly_the_points_of_its_checks(built, case, t
     spec = {q["name"]: q for q in assignments.SPECS[stem]["questions"]}
     lost = sum(t[1] for q in spec.values() for t in q["tests"] if f"{q['name']}.{t[0]}" in caught)
     assert score(stem, passed) == total(stem) - lost
+
+
+# --------------------------------------------------------------------------- slow: a fresh runtime
+RUN_IN_FRESH_RUNTIME = """
+import json, sys
+import nbclient, nbformat
+nb = nbformat.read(sys.argv[1], as_version=4)
+# run from an empty folder, as in Colab, where the notebook is not a file on disk
+nbclient.NotebookClient(nb, timeout=900, allow_errors=True, resources={"metadata": {"path": sys.argv[2]}}).execute()
+print(json.dumps([[c.source, c.get("outputs", [])] for c in nb.cells if c.cell_type == "code"]))
+"""
+
+
+def _fresh_runtime(tmp_path) -> Path:
+    """A new virtual environment that sees the project's packages except the grader (otter-grader),
+    as a Colab runtime has torch, einops and matplotlib but not otter: the student notebook's first
+    cell must install it (from PyPI) before its grader cell starts it."""
+    import subprocess
+    import sysconfig
+
+    env = tmp_path / "runtime"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
+    visible = tmp_path / "visible"
+    visible.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if not entry.name.lower().startswith(("otter", "_otter", "pip", "__editable__", "attn")):
+            (visible / entry.name).symlink_to(entry)
+    site = next((env / "lib").glob("python3*/site-packages"))
+    (site / "project_packages.pth").write_text(f"{visible}\n")
+    return env / "bin" / "python"
+
+
+@pytest.mark.slow
+def test_student_notebook_runs_in_a_fresh_runtime(built, tmp_path):
+    """The student notebook, run where otter-grader is not installed and the notebook is not on
+    disk: its first cell installs the grader, its grader cell writes the public tests, and
+    grader.check reports the unwritten module; the solutions notebook passes the same check."""
+    import json
+    import subprocess
+
+    stem = "se" if "se" in STEMS else STEMS[0]
+    python = _fresh_runtime(tmp_path)
+    probe = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('otter'))"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "None", "the fresh runtime must not have otter before the notebook runs"
+    script = tmp_path / "run.py"
+    script.write_text(RUN_IN_FRESH_RUNTIME)
+    module_q = next(q["name"] for q in assignments.SPECS[stem]["questions"] if q["label"] is None)
+    for kind, expected in (("student", "not written yet (NotImplementedError)"), ("solutions", "All test cases passed")):
+        workdir = tmp_path / kind
+        workdir.mkdir()
+        done = subprocess.run([str(python), str(script), str(built[stem] / kind / f"{stem}.ipynb"), str(workdir)],
+                              capture_output=True, text=True, timeout=1200)
+        assert done.returncode == 0, done.stderr[-2000:]
+        cells = json.loads(done.stdout.strip().splitlines()[-1])
+        errors = [o.get("ename", "") + ": " + o.get("evalue", "") for _, outs in cells[:2] for o in outs
+                  if o.get("output_type") == "error"]
+        assert not errors, f"the set-up or grader cell failed in the fresh runtime: {errors}"
+        check = [outs for source, outs in cells if source.strip() == f'grader.check("{module_q}")']
+        assert check, "the notebook checks the module question"
+        text = json.dumps(check[0])
+        assert expected in text, f"{kind}: grader.check said {text[:500]}"
+    installed = subprocess.run([str(python), "-c", "import otter, sys; print(otter.__version__, otter.__file__)"],
+                               capture_output=True, text=True, check=True).stdout
+    assert installed.startswith(assignments.OTTER_PIN.split("==")[1]) and str(tmp_path / "runtime") in installed
