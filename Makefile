@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 MATHJAX := book/_static/mathjax/tex-chtml.js
 
-.PHONY: help venv export notebooks check test test-gpu test-notebooks book notebooks-zip bench networks-record assignments clean
+.PHONY: help venv export notebooks check test test-gpu test-notebooks book notebooks-zip bench networks-record assignments grade clean
 
 help:
 	@echo "make test       everything CI runs: export/pairs in sync, unit tests, nbval on every chapter, book build"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-gpu   nbval on every chapter with CUDA required"
 	@echo "make bench      speed (ours / official code, ours / timm) and peak memory of every module"
 	@echo "make assignments  each chapter's student notebook, autograder zip and solutions into _build/assignments/ (CH=cbam for one)"
+	@echo "make grade CH=se SUBMISSIONS=folder  grade every notebook of folder: folder/grades.csv, folder/*.feedback.txt"
 	@echo "make networks-record  re-run the training grid of the networks chapter (a few minutes) into book/data/"
 
 venv: $(STAMP)
@@ -43,7 +44,8 @@ test-notebooks: $(STAMP)
 	tools/nbval_each.sh $(PY) book/*.ipynb
 
 test: check
-	$(PY) -m pytest -q -m slow -p no:cacheprovider --ignore=tests/test_browser.py
+	# the slow tests (inductor, the training grid, otter gradings) in two workers, one thread each
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow -p no:cacheprovider -n 2 --durations=15 --ignore=tests/test_browser.py
 	tools/nbval_each.sh $(PY) book/*.ipynb
 	$(MAKE) book
 	ATTN_BROWSER_REQUIRED=1 $(PY) -m pytest -q -m slow -p no:cacheprovider tests/test_browser.py
@@ -81,14 +83,24 @@ book: $(STAMP) $(MATHJAX)
 	$(PY) tools/book.py config $(BOOK_CONFIG) --url "$(REPO_URL)" --branch "$(REPO_BRANCH)"
 	$(VENV)/bin/jupyter-book build . --config $(BOOK_CONFIG) --builder html -W -n --keep-going
 	$(MAKE) --no-print-directory notebooks-zip
+	$(MAKE) --no-print-directory assignments
+	cp _build/assignments/$(STUDENT_ZIP) _build/html/_downloads/$(STUDENT_ZIP)
 
 # Every chapter notebook of _toc.yml (the committed executed ones), linked from the index page.
 notebooks-zip: $(STAMP)
 	$(PY) tools/book.py zip $(NOTEBOOKS_ZIP)
 
-# Course edition: otter-grader assignments built from the chapter sources (tools/assignments.py).
+# Course edition: otter-grader assignments built from the chapter sources (tools/assignments.py),
+# and a zip of every student notebook; `make grade CH=se SUBMISSIONS=folder` grades a folder of
+# submitted notebooks into folder/grades.csv and folder/<notebook>.feedback.txt.
+STUDENT_ZIP := attention-derived-student-notebooks.zip
 assignments: $(STAMP)
 	$(PY) tools/assignments.py $(CH)
+	$(if $(CH),,$(PY) tools/assignments.py zip _build/assignments/$(STUDENT_ZIP))
+
+grade: $(STAMP)
+	@test -n "$(CH)" -a -n "$(SUBMISSIONS)" || { echo "usage: make grade CH=<chapter> SUBMISSIONS=<folder of .ipynb>"; exit 2; }
+	$(PY) tools/assignments.py grade $(CH) $(SUBMISSIONS)
 
 clean:
 	rm -rf _build book/_static/mathjax .pytest_cache

@@ -26,10 +26,22 @@ STEMS = sorted(s for s in assignments.SPECS
                if not os.environ.get("ATTN_ASSIGNMENTS") or s in os.environ["ATTN_ASSIGNMENTS"].split(","))
 
 
+class _Built(dict):
+    """stem -> the folder of its built assignment, built on first use (each xdist worker builds
+    only the chapters its tests need)."""
+
+    def __init__(self, root):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, stem):
+        self[stem] = assignments.build(stem, self.root)
+        return self[stem]
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("assignments")
-    return {stem: assignments.build(stem, root) for stem in STEMS}
+    return _Built(tmp_path_factory.mktemp("assignments"))
 
 
 def cells(path):
@@ -182,6 +194,13 @@ def test_unmodified_student_notebook_scores_zero(built, stem):
 # that must catch it (question.test); only those points are lost. Each chapter's spec file lists
 # its own (tools/assignment_specs/<stem>.py, BROKEN).
 BROKEN = {f"{stem}-{name}": (stem, *case) for stem in STEMS for name, case in assignments.SPECS[stem]["broken"].items()}
+
+
+def test_every_paper_chapter_has_an_assignment():
+    """The chapters that export a module (front matter attn_lib.module) are the assignments."""
+    paper = {p.stem for p in (ROOT / "book" / "src").glob("*.md")
+             if jupytext.read(p).metadata.get("attn_lib", {}).get("module")}
+    assert set(assignments.SPECS) == paper
 
 
 def test_every_chapter_has_two_broken_submissions():

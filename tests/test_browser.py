@@ -290,6 +290,45 @@ def test_notebooks_zip():
     assert (index.parent / "../_downloads" / ZIP_NAME).resolve() == path.resolve()
 
 
+STUDENT_ZIP = "attention-derived-student-notebooks.zip"
+
+
+def test_student_notebooks_zip():
+    """_build/html/_downloads/attention-derived-student-notebooks.zip holds the student notebook of
+    every chapter with an assignment, as `make assignments` built it, and the index links to it."""
+    _need_book()
+    sys.path.insert(0, str(ROOT / "tools"))
+    import assignments
+
+    path = HTML / "_downloads" / STUDENT_ZIP
+    assert path.is_file(), f"{path} is missing: `make book` copies it from `make assignments`"
+    with zipfile.ZipFile(path) as z:
+        assert sorted(z.namelist()) == sorted(f"{Path(STUDENT_ZIP).stem}/{s}.ipynb" for s in assignments.SPECS)
+        for stem in assignments.SPECS:
+            text = z.read(f"{Path(STUDENT_ZIP).stem}/{stem}.ipynb").decode()
+            assert "your code here" in text and "BEGIN SOLUTION" not in text, stem
+    index = HTML / "book" / "index.html"
+    assert f'href="../_downloads/{STUDENT_ZIP}"' in index.read_text()
+
+
+def test_exercise_numbers_agree_with_the_student_notebooks():
+    """The book numbers exercises within their chapter (Exercise 8.2); the student notebook of that
+    chapter prompts the same numbers with the same titles."""
+    _need_book()
+    sys.path.insert(0, str(ROOT / "tools"))
+    import assignments
+
+    for stem in assignments.SPECS:
+        html = (HTML / "book" / f"{stem}.html").read_text()
+        on_page = sorted(set(re.findall(r"Exercise (\d+\.\d+)", html)), key=lambda n: int(n.split(".")[1]))
+        student = ROOT / "_build" / "assignments" / stem / "student" / f"{stem}.ipynb"
+        assert student.is_file(), f"{student} is missing: `make book` runs `make assignments`"
+        prompts = re.findall(r"\*\*Exercise (\d+\.\d+): ", student.read_text())
+        number = assignments.chapter_number(stem)
+        assert on_page and all(n.startswith(f"{number}.") for n in on_page), (stem, on_page)
+        assert prompts == on_page, (stem, prompts, on_page)
+
+
 # ---------------------------------------------------------------- the checks can fail ---------
 
 SMALL_BOOK_PAGE = """# Exercises

@@ -70,3 +70,28 @@ def test_toc_parses_and_lists_every_chapter_once():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
     assert sorted(files) == sorted(f"book/{p.stem}" for p in SOURCES)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_exercises_are_sphinx_exercise_directives_with_their_own_solutions(path):
+    """Every exercise is a labelled {exercise} whose solution is its own {solution} (or a
+    {solution-start}/{solution-end} pair), a dropdown hidden by default; no numbered list of
+    exercises with one cell of all the solutions."""
+    text = path.read_text()
+    if "## Exercises" not in text:
+        return
+    section = text[text.index("## Exercises"):]
+    section = section[:section.index("## References")] if "## References" in section else section
+    assert not re.search(r"^\d+\. \*\*", section, re.MULTILINE), "exercises as a numbered list"
+    assert "# Solution" not in section and "hide-cell" not in section, "a cell of solutions"
+    labels = re.findall(r"^```\{exercise\}.*\n:label: (\S+)", section, re.MULTILINE)
+    assert labels, "the Exercises section has {exercise} directives with a :label:"
+    assert len(labels) == section.count("```{exercise}"), "every exercise has a :label:"
+    assert all(label.startswith(f"{path.stem}-ex-") for label in labels), labels
+    for label in labels:
+        whole = section.count(f"```{{solution}} {label}\n")
+        started = section.count(f"```{{solution-start}} {label}\n")
+        assert whole + started == 1, f"{label} has exactly one solution ({whole + started})"
+    assert section.count("```{solution-start}") == section.count("```{solution-end}")
+    solutions = re.findall(r"^```\{solution(?:-start)?\} \S+\n((?::\w+:.*\n)*)", section, re.MULTILINE)
+    assert all(":class: dropdown" in options for options in solutions), "every solution is a dropdown"

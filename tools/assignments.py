@@ -2,7 +2,7 @@
 
     python tools/assignments.py [STEM ...]      -> _build/assignments/<stem>/{student,autograder,solutions}/
     python tools/assignments.py zip OUT         -> OUT, a zip of the built student notebooks
-    python tools/assignments.py grade STEM DIR  -> DIR/grades.csv and DIR/<notebook>.feedback.txt
+    python tools/assignments.py grade STEM DIR [--autograder ZIP]  -> DIR/grades.csv, DIR/<notebook>.feedback.txt
 
 For a chapter with an entry in SPECS:
 
@@ -369,6 +369,18 @@ def read_chapter(stem: str):
     return items, exercises
 
 
+def chapter_number(stem: str) -> int:
+    """The chapter's number in the book: its place in _toc.yml, whose parts are all numbered and
+    numbered on across parts (jupyter-book's multitoc numbering), so that "Exercise 8.2" in a
+    student notebook is "Exercise 8.2" on the book's page."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
+    assert all(part.get("numbered") for part in toc["parts"]), "every part of _toc.yml is numbered"
+    return files.index(f"book/{stem}") + 1
+
+
 # --------------------------------------------------------------------------- stubs
 def _body_range(func: ast.FunctionDef):
     body = func.body
@@ -548,7 +560,7 @@ def master_notebook(stem: str, spec: dict) -> nbformat.NotebookNode:
             cells.append(new)
             continue
         ex = exercises[value]
-        prompt = f"**Exercise {ex['number']}: {ex['title']}.** {ex['body']}"
+        prompt = f"**Exercise {chapter_number(stem)}.{ex['number']}: {ex['title']}.** {ex['body']}"
         q = questions.get(value)
         if q is None:                                  # a prose exercise: its answer is prose
             cells.append(nbformat.v4.new_markdown_cell(prompt))
@@ -631,14 +643,15 @@ def build(stem: str, root: Path = OUT) -> Path:
 
 
 def write_student_zip(out: Path, root: Path = OUT) -> int:
-    """A zip of every built student notebook, as <stem>.ipynb at its top."""
+    """A zip of every built student notebook, as <zip name>/<stem>.ipynb (like the book's zip of
+    the chapter notebooks)."""
     import zipfile
 
     notebooks = sorted(Path(root).glob("*/student/*.ipynb"))
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for nb in notebooks:
-            archive.write(nb, nb.name)
+            archive.write(nb, f"{Path(out).stem}/{nb.name}")
     return len(notebooks)
 
 
@@ -692,7 +705,9 @@ def grade_folder(stem: str, submissions: Path, zip_path: Path | None = None) -> 
 USAGE = """usage:
   python tools/assignments.py [STEM ...]           build the assignments (default: every chapter with a spec)
   python tools/assignments.py zip OUT              zip of the built student notebooks
-  python tools/assignments.py grade STEM FOLDER    grade every .ipynb in FOLDER: FOLDER/grades.csv, *.feedback.txt"""
+  python tools/assignments.py grade STEM FOLDER [--autograder ZIP]
+                                                   grade every .ipynb in FOLDER (default autograder: the built one):
+                                                   FOLDER/grades.csv and FOLDER/<notebook>.feedback.txt"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -709,9 +724,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{argv[1]}: {n} student notebooks")
         return 0
     if argv and argv[0] == "grade":
+        zip_path = None
+        if "--autograder" in argv:
+            k = argv.index("--autograder")
+            zip_path = Path(argv[k + 1]) if k + 1 < len(argv) else sys.exit(USAGE)
+            argv = argv[:k] + argv[k + 2:]
         if len(argv) != 3 or argv[1] not in SPECS:
             sys.exit(USAGE + f"\nchapters with an assignment: {sorted(SPECS)}")
-        print(f"wrote {grade_folder(argv[1], Path(argv[2]))}")
+        print(f"wrote {grade_folder(argv[1], Path(argv[2]), zip_path)}")
         return 0
     stems = argv or sorted(SPECS)
     missing = [s for s in stems if s not in SPECS]
