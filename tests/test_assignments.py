@@ -68,11 +68,14 @@ def test_stub_keeps_signatures_and_docstrings_and_drops_bodies():
 def test_every_exercise_is_labelled_and_has_its_own_solution(stem):
     items, exercises = assignments.read_chapter(stem)
     assert exercises, "the chapter has exercises"
+    graded = {q["label"] for q in assignments.SPECS[stem]["questions"] if q["label"]}
     for label, ex in exercises.items():
         assert label.startswith(f"{stem}-ex-"), label
         assert ex["solution"], f"{label} has no solution"
-        assert re.search(r"\(\d+ points?\)", ex["title"]), f"{label} states its points in the title"
-    graded = {q["label"] for q in assignments.SPECS[stem]["questions"] if q["label"]}
+        if label in graded:
+            assert re.search(r"\(\d+ points?\)$", ex["title"]), f"{label} states its points in the title"
+        else:
+            assert ex["title"].endswith("(not graded)"), f"{label}, a prose exercise, says it is not graded"
     code = {label for label, ex in exercises.items() if any(c.cell_type == "code" for c in ex["solution"])}
     assert code == graded, "every exercise with a code solution is a graded question, and only those"
     text = (ROOT / "book" / "src" / f"{stem}.md").read_text()

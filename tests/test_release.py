@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import inspect
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -48,7 +49,16 @@ def dist(tmp_path_factory) -> dict[str, Path]:
         if importlib.util.find_spec(tool) is None:
             pytest.fail(f"{tool} is not installed: it is in requirements/lock.txt (run `make venv`)")
     out = tmp_path_factory.mktemp("dist")
-    run = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)],
+    # Build from a copy of the working tree's files (tracked and not ignored): the build writes
+    # egg-info and build/ into its source folder, and under pytest-xdist two workers may build at once.
+    source = tmp_path_factory.mktemp("source")
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.split("\n")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    run = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(source)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"python -m build failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     wheels, sdists = sorted(out.glob("*.whl")), sorted(out.glob("*.tar.gz"))

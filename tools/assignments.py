@@ -88,15 +88,27 @@ def _first_line(e):
     return text[0][:200] if text else type(e).__name__
 
 
+def _unwritten(e):
+    \"\"\"Whether a NotImplementedError (a stub) is anywhere in the chain of e (a check may turn it
+    into an AssertionError).\"\"\"
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, NotImplementedError):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def run(label, meaning, fn):
     \"\"\"Run fn; any failure becomes an AssertionError naming `label` and what it means.\"\"\"
     try:
         fn()
-    except AssertionError as e:
-        raise AssertionError(f"{{label}} failed: {{meaning}} ({{_first_line(e)}})") from None
-    except NotImplementedError:
-        raise AssertionError(f"{{label}}: not written yet (NotImplementedError)") from None
     except Exception as e:
+        if _unwritten(e):
+            raise AssertionError(f"{{label}}: not written yet (NotImplementedError)") from None
+        if isinstance(e, AssertionError):
+            raise AssertionError(f"{{label}} failed: {{meaning}} ({{_first_line(e)}})") from None
         raise AssertionError(f"{{label}} could not run: {{meaning}} ({{type(e).__name__}}: {{_first_line(e)}})") from None
 
 
@@ -125,6 +137,7 @@ GRADING_HELPER = """\
 import contextlib
 import copy
 import importlib.util
+import re
 import sys
 import types
 from pathlib import Path
@@ -188,10 +201,15 @@ def mutants():
 from _grading_public import _first_line, assert_close_number, assert_equal, assert_shape, run  # noqa: F401
 
 
+def first_sentence(doc):
+    \"\"\"The first sentence of a docstring, on one line ("eqs. (1)-(4)" does not end it).\"\"\"
+    return re.split(r"\\.\\s+(?=[A-Z])", " ".join(doc.split()), maxsplit=1)[0].rstrip(".")
+
+
 def run_check(check_name, build_student, variants=("paper", "official")):
     \"\"\"One derivation check of the chapter on the student's module, in each variant.\"\"\"
     check = getattr(checks(), check_name)
-    meaning = (check.__doc__ or check_name).strip().split(". ")[0].rstrip(".")
+    meaning = first_sentence(check.__doc__ or check_name)
     for variant in variants:
         run(f"{{check_name}} (variant={{variant!r}})", meaning, lambda: check(build_student(variant)))
 
@@ -665,7 +683,8 @@ def feedback_lines(result) -> list[str]:
                 continue
             errors = [line.strip() for line in str(case.message).splitlines() if "Error" in line and ":" in line]
             why = errors[-1].split(": ", 1)[-1] if errors else "failed"
-            lines.append(f"{name}, test {k} ({case.test_case.points:g} points): {why}")
+            points = case.test_case.points
+            lines.append(f"{name}, test {k} ({points:g} point{'' if points == 1 else 's'}): {why}")
     return lines
 
 
