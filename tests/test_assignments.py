@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+import types
 from pathlib import Path
 
 import jupytext
@@ -62,6 +63,19 @@ def test_stub_keeps_signatures_and_docstrings_and_drops_bodies():
     compile(stub, "stub", "exec"), compile(kept, "kept", "exec")
     with pytest.raises(SystemExit, match="not found"):
         assignments.stub_source(source, ["C"], keep_rest=False)
+
+
+def test_grader_cell_writes_the_public_tests_exactly(tmp_path, monkeypatch):
+    """The grader cell's literals round-trip any text (backslashes, triple quotes)."""
+    tricky = {"q1": "x = '''a''' + \"\\\\n\" + r'\\d'\n", "q2": '"""doc"""\nprint("\\t")\n'}
+    source = assignments.grader_cell_source("demo", tricky)
+    assert source.rstrip().endswith("grader = otter.Notebook(tests_dir=str(_tests))")
+    monkeypatch.chdir(tmp_path)
+    exec(source.replace("grader = otter.Notebook(tests_dir=str(_tests))", "").replace("import otter", ""),
+         {"sys": types.SimpleNamespace(path=[])})
+    folder = tmp_path / ".otter_public_tests" / "demo"
+    for name, text in {**tricky, "_grading_public": assignments.GRADING_PUBLIC.format()}.items():
+        assert (folder / f"{name}.py").read_text() == text, name
 
 
 @pytest.mark.parametrize("stem", STEMS)

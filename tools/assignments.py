@@ -498,14 +498,22 @@ def grader_cell_source(stem: str, public_tests: dict[str, str]) -> str:
     Colab, where the notebook is not a file on disk, under any file name, in any folder. The hidden
     tests are only in the autograder."""
     files = dict(public_tests, _grading_public=GRADING_PUBLIC.format())
+
+    def literal(text):
+        """A triple-quoted literal of any text, readable where the text has no backslash or ''' in it."""
+        quote = "'" * 3
+        return quote + text.replace("\\", "\\\\").replace(quote, "\\'" * 3) + quote
+
+    entries = "".join(f"    {name!r}: {literal(source)},\n" for name, source in files.items())
     return "\n".join([
         '# The grader: grader.check("question") runs that question\'s public tests, written below',
         f"# into .otter_public_tests/{stem}/ (the hidden tests are in the instructor's autograder).",
+        "# Run this cell once; you need not read it.",
         "from pathlib import Path as _Path",
         "import otter",
         f"_tests = _Path('.otter_public_tests') / {stem!r}",
         "_tests.mkdir(parents=True, exist_ok=True)",
-        f"_files = {json.dumps(files, indent=1)}",
+        "_files = {\n" + entries + "}",
         "for _name, _source in _files.items():",
         "    (_tests / f'{_name}.py').write_text(_source, encoding='utf-8')",
         "if str(_tests) not in sys.path:",
@@ -605,6 +613,7 @@ def fill_grader_cell(nb, stem, public_tests):
     marked = [c for c in nb.cells if c.cell_type == "code" and c.source.strip() == GRADER_MARK]
     assert len(marked) == 1, f"{stem}: the grader cell is missing"
     marked[0].source = grader_cell_source(stem, public_tests)
+    marked[0].metadata["jupyter"] = {"source_hidden": True}        # collapsed in Jupyter; one click shows it
 
 
 def build(stem: str, root: Path = OUT) -> Path:
