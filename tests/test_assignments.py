@@ -135,6 +135,7 @@ def test_student_notebook_holds_no_solution(built, stem):
         assert marker not in text
     assert not any(c.get("outputs") for c in student if c.cell_type == "code"), "outputs left in"
     assert "BEGIN SOLUTION" not in text and "BEGIN TEST CONFIG" not in text, "otter markers left in"
+    assert not re.search(r"^#\| ", text, re.MULTILINE), "the book's #| export markers left in"
     module_q = next(q for q in spec["questions"] if q["label"] is None)
     for target in module_q["stub"]:
         assert f'raise NotImplementedError("{target}: your code here")' in text

@@ -609,6 +609,11 @@ def clean_solution_markers(source: str) -> str:
                      if line.strip() not in ("# BEGIN SOLUTION NO PROMPT", "# END SOLUTION")).strip()
 
 
+def drop_book_markers(source: str) -> str:
+    """The cell without the book's `#| export` / `#| include` lines, which mean nothing to a student."""
+    return "\n".join(line for line in source.split("\n") if not line.startswith("#| ")).strip("\n")
+
+
 def fill_grader_cell(nb, stem, public_tests):
     marked = [c for c in nb.cells if c.cell_type == "code" and c.source.strip() == GRADER_MARK]
     assert len(marked) == 1, f"{stem}: the grader cell is missing"
@@ -648,6 +653,7 @@ def build(stem: str, root: Path = OUT) -> Path:
             cell.source = meta["stub"]
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
+            cell.source = drop_book_markers(cell.source)
         cells.append(cell)
     student.cells = cells
     public_tests = {name: source for name, source in student.metadata["otter"]["tests"].items()
@@ -661,7 +667,7 @@ def build(stem: str, root: Path = OUT) -> Path:
     for cell in solutions.cells:
         cell.metadata.pop("attn_assign", None)
         if cell.cell_type == "code":
-            cell.source = clean_solution_markers(cell.source)
+            cell.source = drop_book_markers(clean_solution_markers(cell.source))
     nbformat.write(solutions, out / "solutions" / f"{stem}.ipynb")
     zips = sorted((dist / "autograder").glob("*.zip"))
     shutil.copy(zips[-1], out / "autograder" / f"{stem}-autograder.zip")
