@@ -37,6 +37,10 @@ notebooks: $(STAMP) export
 check: $(STAMP)
 	$(PY) tools/chapters.py export --check
 	$(PY) tools/chapters.py check-pairs
+	$(PY) tools/glossary.py --check
+	# code lines fit the book's column (88 characters): the library, the shared includes and
+	# every code cell of the executed chapters (settings in pyproject.toml)
+	$(VENV)/bin/ruff check --quiet attn_lib book/src/include book/*.ipynb
 	# two workers, one thread each: on 2 cores this halves the time of thousands of small tests
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" -p no:cacheprovider -n 2
 

@@ -1,3 +1,4 @@
-"""The version of attn_lib: the one place it is written (pyproject.toml reads it from here)."""
+"""The version of attn_lib: the one place it is written (pyproject.toml reads it from
+here)."""
 
 __version__ = "0.1.0"

@@ -62,8 +62,10 @@ def _config() -> dict:
 
 
 def _chapters() -> list[str]:
+    """The chapters of _toc.yml that are notebooks (not the Markdown notation page)."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [entry["file"] for part in toc["parts"] for entry in part["chapters"]]
+    files = [entry["file"] for part in toc["parts"] for entry in part["chapters"]]
+    return [f for f in files if not (ROOT / f"{f}.md").is_file()]
 
 
 def _pages(html: Path) -> list[Path]:

@@ -33,10 +33,18 @@ def expected_channels(module, channels):
     return getattr(module, "out_channels", channels)
 
 
+def expected_shape(module, batch, channels, height, width):
+    """(B, out_channels, H, W) for a block; (B, num_classes) for a classifier head, a module
+    whose class says OUTPUT = "logits" (CSRA): it pools the map away."""
+    if getattr(module, "OUTPUT", "map") == "logits":
+        return (batch, module.num_classes)
+    return (batch, expected_channels(module, channels), height, width)
+
+
 def test_output_shape(case):
     m = make(case).eval()
     y = m(torch.randn(B, C, H, W))
-    assert tuple(y.shape) == (B, expected_channels(m, C), H, W)
+    assert tuple(y.shape) == expected_shape(m, B, C, H, W)
 
 
 @pytest.mark.parametrize("hw", [(1, 1), (33, 15), (4, 32)])
@@ -50,7 +58,7 @@ def test_other_sizes_work_or_are_refused_clearly(case, hw):
     except ValueError as err:
         assert type(m).__name__ in str(err) and str(tuple(x.shape)) in str(err), str(err)
         return
-    assert tuple(y.shape) == (B, expected_channels(m, C), *hw)
+    assert tuple(y.shape) == expected_shape(m, B, C, *hw)
     assert torch.isfinite(y).all()
 
 
@@ -103,7 +111,7 @@ def test_built_on_meta_allocates_nothing(case):
     off = [n for n, t in [*m.named_parameters(), *m.named_buffers()] if t.device.type != "meta"]
     assert not off, f"not on meta: {off}"
     y = m.eval()(torch.empty(B, C, H, W, device="meta"))
-    assert y.device.type == "meta" and tuple(y.shape) == (B, expected_channels(m, C), H, W)
+    assert y.device.type == "meta" and tuple(y.shape) == expected_shape(m, B, C, H, W)
 
 
 def test_built_in_float64(case):
@@ -160,7 +168,7 @@ def test_built_in_bfloat16_runs_on_bfloat16(case):
     with torch.no_grad():
         y = m(x)
         reference = copy.deepcopy(m).float()(x.float())
-    assert y.dtype == torch.bfloat16 and tuple(y.shape) == (B, expected_channels(m, C), H, W)
+    assert y.dtype == torch.bfloat16 and tuple(y.shape) == expected_shape(m, B, C, H, W)
     assert torch.isfinite(y).all()
     scale = reference.abs().max().clamp(min=1.0)
     assert (y.float() - reference).abs().max() <= 0.08 * scale
@@ -246,7 +254,7 @@ def test_torch_export_matches_eager(case):
 
 
 def test_onnx_export_runs_in_onnxruntime(case):
-    """PITFALLS: adaptive pools to sizes that do not divide the map, max-with-indices and the like
+    """A reported pitfall of other ports: adaptive pools to sizes that do not divide the map, max-with-indices and the like
     break ONNX export. Export with the TorchScript-based exporter (opset 17) and run the graph."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
@@ -326,12 +334,12 @@ def test_every_name_accepts_the_official_variant():
 
     for name in attn_lib.available():
         m = build(name, C, H, W, variant="official")
-        assert tuple(m(torch.randn(B, C, H, W)).shape)[:2] == (B, expected_channels(m, C))
+        assert tuple(m(torch.randn(B, C, H, W)).shape)[:2] == expected_shape(m, B, C, H, W)[:2]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_with_large_activations_tracks_float32(case, dtype):
-    """PITFALLS: float16 sums overflow silently (SimAM's variance, DANet's channel energy at large
+    """A reported pitfall of other ports: float16 sums overflow silently (SimAM's variance, DANet's channel energy at large
     maps). With activations of std 10 on a 32 x 32 map the half-precision module must stay finite
     and close to the same (rounded) weights and input computed in float32: the error measured is
     the module's arithmetic, not the rounding of its weights."""
@@ -373,7 +381,7 @@ def test_empty_batch_is_refused_clearly(case):
 
 
 def test_batch_of_one_in_train_works_or_is_refused_clearly(case):
-    """PITFALLS: BatchNorm after global pooling cannot train on one sample: refuse it with a
+    """A reported pitfall of other ports: BatchNorm after global pooling cannot train on one sample: refuse it with a
     ValueError that names the module, not PyTorch's own error from inside."""
     m = make(case).train()
     x = torch.randn(1, C, H, W)

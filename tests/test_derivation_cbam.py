@@ -1,4 +1,5 @@
-"""The CBAM chapter's derivation checks accept CBAM and reject broken CBAM ports (PITFALLS.md)."""
+"""The CBAM chapter's derivation checks accept CBAM and reject broken CBAM ports (the
+mistakes that its section "Derivation checks" names)."""
 
 import copy
 

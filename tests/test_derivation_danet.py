@@ -11,13 +11,15 @@ import attn_lib
 from attn_lib.checks.danet import (
     check_danet_channel_energy_sign,
     check_danet_half_precision,
+    check_danet_head_matches_formula,
     check_danet_identity_at_zero_gamma,
     check_danet_matches_formula,
     check_danet_rows_sum_to_one,
     check_danet_sdpa_matches_explicit,
     check_danet_softmax_in_float32,
+    check_danet_sum_matches_formula,
 )
-from attn_lib.danet import ChannelAttention, DualAttention, PositionAttention
+from attn_lib.danet import ChannelAttention, DANetHead, DualAttention, PositionAttention
 
 CHECKS = [
     check_danet_matches_formula,
@@ -302,3 +304,75 @@ def test_the_sdpa_path_runs_a_fused_kernel(variant):
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         m(x).sum().backward()
     assert x.grad is not None
+
+
+# --- the sum ("danet") and the official head ("danet_head") ---------------------------------
+class SharedResidualDual(DualAttention):
+    """Broken: one residual for both branches, X + alpha V S^T + beta A X (X, not 2X, at
+    initialisation): a plausible "fix" of the 2X that is not the paper's sum."""
+
+    def forward(self, x):
+        return self.position(x) + self.channel(x) - x
+
+
+class SwappedBranchesHead(DANetHead):
+    """Broken: conv5a feeds the channel module and conv5c the position module."""
+
+    def branches(self, x):
+        return self.conv51(self.sa(self.conv5c(x))), self.conv52(self.sc(self.conv5a(x)))
+
+
+class SumBeforeConvsHead(DANetHead):
+    """Broken: the two attention outputs summed before conv51 (conv52 unused)."""
+
+    def forward(self, x):
+        return self.conv8(self.conv51(self.sa(self.conv5a(x)) + self.sc(self.conv5c(x))))
+
+
+@pytest.mark.parametrize("variant", DualAttention.VARIANTS)
+def test_sum_check_accepts_dual_attention_and_head_check_accepts_the_head(variant):
+    check_danet_sum_matches_formula(DualAttention(8, variant=variant))
+    for aux in (False, True):
+        check_danet_head_matches_formula(DANetHead(16, 3, variant=variant, aux=aux))
+
+
+@pytest.mark.parametrize("variant", DualAttention.VARIANTS)
+def test_sum_and_head_checks_reject_broken_modules(variant):
+    with pytest.raises(AssertionError):
+        check_danet_sum_matches_formula(SharedResidualDual(8, variant=variant))
+    for cls in (SwappedBranchesHead, SumBeforeConvsHead):
+        with pytest.raises(AssertionError):
+            check_danet_head_matches_formula(cls(16, 3, variant=variant))
+
+
+def test_dual_attention_returns_twice_the_input_at_initialisation():
+    x = torch.randn(2, 8, 5, 7)
+    for variant in DualAttention.VARIANTS:
+        with torch.no_grad():
+            assert torch.equal(DualAttention(8, variant=variant)(x), 2 * x)
+
+
+def test_head_widths_and_auxiliary_outputs():
+    head = DANetHead(32, 5, aux=True, variant="official").eval()
+    assert (head.inter_channels, head.out_channels, head.sa.qk_channels) == (8, 5, 1)
+    x = torch.randn(2, 32, 6, 7)
+    with torch.no_grad():
+        fused, aux_pos, aux_chn = head.forward_with_aux(x)
+        torch.testing.assert_close(fused, head(x), rtol=0, atol=0)
+    assert aux_pos.shape == aux_chn.shape == (2, 5, 6, 7)
+    assert DANetHead(16).out_channels == 16 and not hasattr(DANetHead(16), "conv6")
+    with pytest.raises(RuntimeError, match="aux=True"):
+        DANetHead(16).forward_with_aux(torch.randn(1, 16, 3, 3))
+
+
+def test_head_auxiliary_outputs_equal_the_official_ones():
+    """The fixture recorded from the official DANetHead also holds its three outputs in eval."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "fixtures" / "official" / "danet_head.pt"
+    data = torch.load(path, weights_only=True)
+    head = attn_lib.load_official("danet_head", data["state_dict"], data["channels"], **data["kwargs"])
+    with torch.no_grad():
+        outputs = head.double().eval().forward_with_aux(data["input"])
+    for ours, official in zip(outputs, data["eval_aux"]):
+        torch.testing.assert_close(ours, official, rtol=1e-9, atol=1e-10)

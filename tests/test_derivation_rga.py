@@ -11,12 +11,13 @@ from attn_lib.checks.rga import (
     check_rga_depends_on_own_relations,
     check_rga_half_precision,
     check_rga_is_a_gate,
+    check_rga_joint_is_the_composition,
     check_rga_matches_formula,
     check_rga_matches_official_replay,
     check_rga_relation_vectors,
     official_forward,
 )
-from attn_lib.rga import RGAChannel, RGASpatial, convert_official_state_dict, official_branch
+from attn_lib.rga import RGA, RGAChannel, RGASpatial, convert_official_state_dict, official_branch
 
 CHECKS = [check_rga_matches_formula, check_rga_relation_vectors, check_rga_depends_on_own_relations,
           check_rga_is_a_gate, check_rga_matches_official_replay, check_rga_half_precision]
@@ -210,3 +211,58 @@ def test_official_batchnorms_refuse_one_value_per_channel_in_training(cls, shape
         m(torch.randn(*shape))
     m.eval()(torch.randn(*shape))                                          # eval mode works
     cls(shape[1], spatial_size=shape[2:]).train()(torch.randn(*shape))     # no BatchNorm in the paper variant
+
+
+# --- the joint module, RGA-C(RGA-S(x)) ("rga") ----------------------------------------------
+class ChannelFirstRGA(RGA):
+    """Broken: RGA-S(RGA-C(x)), the channel gate first."""
+
+    def forward(self, x):
+        xc = x * self.gate(x, False)
+        return xc * self.gate(xc, True)
+
+
+class SharedInputRGA(RGA):
+    """Broken: both gates computed from the input x (in parallel), not the channel gate from
+    the spatially gated map."""
+
+    def forward(self, x):
+        return x * self.gate(x, True) * self.gate(x, False)
+
+
+@pytest.mark.parametrize("variant", RGA.VARIANTS)
+def test_joint_check_accepts_rga(variant):
+    check_rga_joint_is_the_composition(RGA(6, variant=variant, **KWARGS))
+    check_rga_joint_is_the_composition(RGA(64, spatial_size=(4, 5), variant=variant))
+
+
+@pytest.mark.parametrize("variant", RGA.VARIANTS)
+@pytest.mark.parametrize("mutant", [ChannelFirstRGA, SharedInputRGA], ids=lambda c: c.__name__)
+def test_joint_check_rejects_broken_rga(mutant, variant):
+    with pytest.raises(AssertionError):
+        check_rga_joint_is_the_composition(mutant(6, variant=variant, **KWARGS))
+
+
+def test_joint_module_has_the_official_interleaved_order_and_loads_both_branches():
+    """RGA_Module(use_spatial=True, use_channel=True).__init__ interleaves the branches."""
+    m = RGA(16, spatial_size=(4, 5), variant="official")
+    order = [f"{n}_{b}" for n in ("gx", "gg", "W") for b in ("spatial", "channel")]
+    order += ["theta_spatial", "phi_spatial", "theta_channel", "phi_channel"]
+    assert [name for name, _ in m.named_children() if name != "sigmoid"] == order
+    s = RGASpatial(16, spatial_size=(4, 5), variant="official")
+    c = RGAChannel(16, spatial_size=(4, 5), variant="official")
+    assert sorted(m.state_dict()) == sorted([*s.state_dict(), *c.state_dict()])
+    whole = {k: torch.randn(v.shape) if v.is_floating_point() else v for k, v in m.state_dict().items()}
+    loaded = attn_lib.load_official("rga", whole, 16, spatial_size=(4, 5))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in whole.items())
+
+
+def test_joint_module_in_float16_tracks_the_float32_composition():
+    m, _ = _prepared(RGA(6, variant="official", **KWARGS), seed=3)
+    m = m.float()
+    x = torch.randn(2, 6, *KWARGS["spatial_size"]) * 30
+    with torch.no_grad():
+        y = m.half()(x.half())
+        reference = m.float()(x.half().float())
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+    torch.testing.assert_close(y.float(), reference, rtol=0, atol=1e-2 * reference.abs().max().item())

@@ -137,7 +137,7 @@ def test_e_lambda_must_be_positive():
 
 @pytest.mark.parametrize("variant", SimAM.VARIANTS)
 def test_float16_on_a_large_map_tracks_float32(variant):
-    """PITFALLS: in float16 the variance sum of a 56 x 56 map with activations of std 10
+    """In float16 the variance sum of a 56 x 56 map with activations of std 10
     overflows (sum of 3136 squares of about 100 > 65504); computed in float16 every gate became
     sigmoid(1/2), one constant, with no NaN. The module computes half inputs in float32."""
     x = (10 * torch.randn(2, 8, 56, 56)).half()

@@ -10,8 +10,9 @@ and inputs (variant="official"). The official side is recorded in tests/fixtures
 
     .venv/bin/python tests/test_models_blocks.py --write-fixtures
 
-which needs the git mirrors (ATTN_MIRROR_ROOT, default /work/.mirror) and
-/work/shared/tools/official_harness.py (ATTN_HARNESS); CI needs neither. Where the mirrors are
+which needs git mirrors of the official repositories (the folder ATTN_MIRROR_ROOT names) and
+an official-code harness (the file ATTN_HARNESS names; neither is part of this repository,
+see tests/test_official.py); CI needs neither. Where the mirrors are
 present, the tests also compare with the official code directly.
 """
 
@@ -31,8 +32,8 @@ import torch
 from attn_lib import models
 
 FIXTURES = Path(__file__).parent / "fixtures" / "models"
-MIRROR_ROOT = Path(os.environ.get("ATTN_MIRROR_ROOT", "/work/.mirror"))
-HARNESS = Path(os.environ.get("ATTN_HARNESS", "/work/shared/tools/official_harness.py"))
+MIRROR_ROOT = Path(os.environ.get("ATTN_MIRROR_ROOT", "mirrors-not-configured"))
+HARNESS = Path(os.environ.get("ATTN_HARNESS", "harness-not-configured"))
 
 # network: (exact parameter count at num_classes=1000, the printed figure, where it is printed)
 COUNTS = {

@@ -36,8 +36,11 @@ def write_config(out: Path, url: str = "", branch: str = "") -> None:
 
 
 def chapter_notebooks() -> list[Path]:
+    """The notebook of every chapter _toc.yml lists; a page written as Markdown (the notation
+    page, book/notation.md, which tools/glossary.py writes) has none."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [ROOT / (entry["file"] + ".ipynb") for part in toc["parts"] for entry in part["chapters"]]
+    files = [entry["file"] for part in toc["parts"] for entry in part["chapters"]]
+    return [ROOT / (f + ".ipynb") for f in files if not (ROOT / (f + ".md")).is_file()]
 
 
 def write_zip(out: Path) -> int:

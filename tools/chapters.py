@@ -97,7 +97,8 @@ def exported_files() -> dict[Path, str]:
             target = LIBRARY / DIRECTIVES[first.strip()] / f"{module}.py"
             if target not in files:
                 files[target] = [
-                    f"# {MARKER}{rel(src)} -- do not edit: edit the chapter, then run `make export`.\n"
+                    f"# {MARKER}{rel(src)} -- do not edit:\n"
+                    "# edit the chapter, then run `make export`.\n"
                 ]
             files[target].append(f"# %% {rel(src)}, cell {i}\n{body.strip()}\n")
     return {path: "\n\n".join(parts) for path, parts in files.items()}

@@ -236,7 +236,7 @@ BROKEN = {
     # the paper's + ablation in LKA.forward: the formula and product checks, the block's formula
     # check and both references. LKAAdd has its own forward (graded on the reference LKA), but
     # TightLKA inherits yours, so the product check rejects it too and tight_rejected_by is off.
-    "add-not-product": ("return self.attention(f) * f                                    # Attention (x) F",
+    "add-not-product": ("return self.attention(f) * f  # Attention (x) F",
                         "return self.attention(f) + f",
                         {"lka_module.check_lka_matches_formula", "lka_module.check_lka_is_a_raw_product",
                          "lka_module.check_van_attention_matches_formula", "lka_module.reference_lka",

@@ -300,7 +300,7 @@ BROKEN = {
     # mask; AvgPoolRA(8) is paper-variant, where the range check still accepts it. The notebook's
     # `refused` cell crashes (RuntimeError) at side 14 (1 doubled is 2, the skip 3) before it
     # reaches 7, so `refused` stays empty.
-    "double-and-crop": ("up = F.interpolate(h, size=(d.shape[2], d.shape[3]), mode=\"bilinear\", "
+    "double-and-crop": ("up = F.interpolate(h, size=size, mode=\"bilinear\", "
                         "align_corners=True)",
                         "up = F.interpolate(h, scale_factor=2, mode=\"bilinear\", "
                         "align_corners=True)[..., : d.shape[2], : d.shape[3]]",
