@@ -152,6 +152,13 @@ class Tab:
             self.problems.append(f"{math['n']} math elements and no MathJax")
         self.problems += [f"math not typeset: {t!r}" for t in math["bad"]]
         self.problems += [f"MathJax error: {t!r}" for t in math["errors"]]
+        # one search field a reader can see (the sidebar's, or the header's icon on a phone)
+        searches = self.page.evaluate("""() => Array.from(
+            document.querySelectorAll('.search-button-field, .search-button'))
+            .filter(e => e.offsetParent !== null && e.getBoundingClientRect().width > 0
+                         && getComputedStyle(e).visibility !== 'hidden').length""")
+        if searches > 1:
+            self.problems.append(f"{searches} search fields on screen (one expected)")
         return self.problems
 
     def close(self):
@@ -387,7 +394,7 @@ def small_book(tmp_path_factory):
         "title": "small", "execute": {"execute_notebooks": "off"},
         "parse": {"myst_enable_extensions": ["amsmath", "dollarmath", "colon_fence"]},
         "sphinx": {"extra_extensions": ["sphinx_exercise"],
-                   "local_extensions": {"inline_scripts_once": "_ext/"},
+                   "local_extensions": {"inline_scripts_once": "_ext/", "one_search_field": "_ext/"},
                    "config": {"mathjax_path": "mathjax/tex-chtml.js", "html_static_path": ["assets"],
                               "html_context": {"default_mode": "light"}}},
     }))
@@ -400,6 +407,7 @@ def small_book(tmp_path_factory):
            .replace("Compute $a + b$.", "Compute $a^1^2$.")
            .replace("ex-", "bad-ex-").replace("sol-", "bad-sol-")    # labels are global
            + '\n<script>console.error("boom")</script>\n\n<img src="missing.png">\n\n'
+             '<button class="search-button-field">a second search field</button>\n\n'
              '<img src="https://example.invalid/remote.png">\n')
     (src / "bad.md").write_text(bad)
     jb = Path(sys.executable).with_name("jupyter-book")
@@ -417,7 +425,10 @@ def test_exercise_and_math_checks_on_a_small_book(browser, small_book):
             assert check_exercises(tab.page) == (2, []), viewport
 
             problems = tab.open(small_book / "bad.html")
-            for want in ("console error: boom", "failed to load file:", "requests the network: https://example.invalid/"):
+            # the theme hides a .search-button-field on a phone, the injected one included
+            second_search = ("2 search fields on screen",) if viewport == "desktop" else ()
+            for want in ("console error: boom", "failed to load file:",
+                         "requests the network: https://example.invalid/") + second_search:
                 assert any(p.startswith(want) for p in problems), (want, problems)
             assert sum(p.startswith("MathJax error") for p in problems) == 2, problems
             assert any("undefined macro" in p for p in problems) and any("Double exponent" in p for p in problems), problems

@@ -115,3 +115,17 @@ def test_include_directive_is_expanded_and_a_missing_include_is_refused(tools, t
     source.write_text(source.read_text().replace("#| include input_checks", "#| include no_such_file"))
     with pytest.raises(SystemExit, match="no_such_file"):
         tools.read_source(source)
+
+
+def test_glossary_splits_symbol_lists_but_not_subscripts():
+    spec = importlib.util.spec_from_file_location("glossary_under_test", ROOT / "tools" / "glossary.py")
+    glossary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(glossary)
+    assert [p.strip() for p in glossary.split_top_level("W_1, b_1")] == ["W_1", "b_1"]
+    assert glossary.split_top_level("x_{c,i,j}") == ["x_{c,i,j}"]
+    assert [p.strip() for p in glossary.split_top_level("y^h_{c,i}, y^v_{c,j}")] == ["y^h_{c,i}", "y^v_{c,j}"]
+    # every symbol of the generated page has balanced braces (MathJax refuses the others)
+    for stem in glossary.chapter_order():
+        path = ROOT / "book" / "src" / f"{stem}.md"
+        for symbol, *_ in glossary.symbol_rows(path) if path.is_file() else []:
+            assert symbol.count("{") == symbol.count("}"), (stem, symbol)

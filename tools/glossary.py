@@ -102,6 +102,18 @@ def chapter_order() -> list[str]:
     return [ch["file"].split("/")[-1] for part in toc["parts"] for ch in part["chapters"]]
 
 
+def split_top_level(group: str) -> list[str]:
+    """Split a math span at the commas outside braces: "W_1, b_1" is two symbols, "x_{c,i,j}"
+    one (a comma inside a subscript is not a list separator)."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(group):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(group[start:i])
+            start = i + 1
+    return parts + [group[start:]]
+
+
 def symbol_rows(path: Path) -> list[tuple[str, str, str, str]]:
     """(symbol, code, shape, meaning) for each math symbol of the chapter's Symbols table."""
     nb = jupytext.read(path)
@@ -116,7 +128,7 @@ def symbol_rows(path: Path) -> list[tuple[str, str, str, str]]:
             continue
         paper, code, shape, meaning = cells
         for group in MATH.findall(paper):
-            parts = [p.strip() for p in group.split(",")]
+            parts = [p.strip() for p in split_top_level(group)]
             # "$W_1, b_1$" names two symbols; a formula ("\\sigma(W_2 \\delta(W_1 z))") is one
             symbols = parts if all(len(p) <= 12 and "(" not in p for p in parts) else [group]
             rows.extend((symbol.strip(), code, shape, meaning) for symbol in symbols)
