@@ -124,8 +124,24 @@ def test_glossary_splits_symbol_lists_but_not_subscripts():
     assert [p.strip() for p in glossary.split_top_level("W_1, b_1")] == ["W_1", "b_1"]
     assert glossary.split_top_level("x_{c,i,j}") == ["x_{c,i,j}"]
     assert [p.strip() for p in glossary.split_top_level("y^h_{c,i}, y^v_{c,j}")] == ["y^h_{c,i}", "y^v_{c,j}"]
-    # every symbol of the generated page has balanced braces (MathJax refuses the others)
+    # every chapter with a Symbols table is on the page (DANet's has a fifth column), and every
+    # symbol has balanced braces (MathJax refuses the others)
     for stem in glossary.chapter_order():
         path = ROOT / "book" / "src" / f"{stem}.md"
-        for symbol, *_ in glossary.symbol_rows(path) if path.is_file() else []:
+        if not path.is_file() or "\n## Symbols\n" not in path.read_text():
+            continue
+        rows = glossary.symbol_rows(path)
+        assert len(rows) >= 3, (stem, rows)
+        for symbol, *_ in rows:
             assert symbol.count("{") == symbol.count("}"), (stem, symbol)
+
+
+def test_glossary_refuses_a_symbols_row_that_does_not_fit_its_header(tmp_path):
+    spec = importlib.util.spec_from_file_location("glossary_under_test", ROOT / "tools" / "glossary.py")
+    glossary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(glossary)
+    page = tmp_path / "broken.md"
+    page.write_text("# T\n\n## Symbols\n\n| paper | code | shape | meaning |\n| --- | --- | --- | --- |\n"
+                    "| $x$ | `x` | `(B, C)` | input |\n| $y$ | `y` | output |\n\n## Next\n")
+    with pytest.raises(ValueError, match="row .* has 3 cells"):
+        glossary.symbol_rows(page)

@@ -121,13 +121,31 @@ def symbol_rows(path: Path) -> list[tuple[str, str, str, str]]:
     match = re.search(r"^## Symbols\n(.*?)(?=^## )", text, re.MULTILINE | re.DOTALL)
     if not match:
         return []
-    rows = []
-    for line in match.group(1).splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 4 or cells[0] in ("paper", "---") or set(cells[0]) <= {"-", " "}:
+    rows, header = [], None
+    for number, line in enumerate(match.group(1).splitlines(), 1):
+        if not line.strip().startswith("|"):
             continue
-        paper, code, shape, meaning = cells
-        for group in MATH.findall(paper):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            # "| paper | code | shape | meaning |", or a chapter that writes the formulas in its
+            # own letters: "| here | paper | code | shape | meaning |" (the symbol is "here")
+            header = cells
+            if len(header) not in (4, 5) or (len(header) == 5 and header[0] != "here"):
+                raise ValueError(f"{path.name}: the Symbols table's header is {header}")
+            columns = (["here", "paper"] if len(header) == 5 else ["paper"]) + [
+                "code", "shape", "meaning"]
+            continue
+        if all(set(c) <= {"-", ":", " "} for c in cells):
+            continue
+        if len(cells) != len(header):
+            raise ValueError(f"{path.name}: Symbols row {number} has {len(cells)} cells, the "
+                             f"header {len(header)}: {line.strip()}")
+        row = dict(zip(columns, cells))
+        symbol_cell = row.get("here", row["paper"])
+        code, shape, meaning = row["code"], row["shape"], row["meaning"]
+        if "here" in row and row["paper"] and row["paper"] != symbol_cell:
+            meaning = f"{meaning} (the paper's {row['paper']})"
+        for group in MATH.findall(symbol_cell):
             parts = [p.strip() for p in split_top_level(group)]
             # "$W_1, b_1$" names two symbols; a formula ("\\sigma(W_2 \\delta(W_1 z))") is one
             symbols = parts if all(len(p) <= 12 and "(" not in p for p in parts) else [group]
