@@ -42,7 +42,8 @@ Args:
     device, dtype: PyTorch factory keywords for the parameters (no paper symbol).
 
 Shape: (B, d, H, W) -> (B, K) logits, any H, W >= 1; float16/bfloat16 inputs are
-computed in their own precision (the softmax subtracts its maximum).
+computed in their own precision (the scores' maximum is subtracted before they are
+multiplied by T, so a large T cannot overflow).
 """
 import math
 from typing import Optional, Sequence
@@ -91,7 +92,10 @@ class CSRAHead(nn.Module):
         if self.max_pool:
             attention = ell.amax(2)                          # T = inf: max_j l_i^j
         else:
-            weights = torch.softmax(ell * self.temperature, dim=2)   # s_i^j, eq. (1)
+            # s_i^j, eq. (1); shifting by the maximum leaves the softmax unchanged and
+            # keeps T (l - max l) <= 0 finite in half precision
+            shifted = ell - ell.amax(2, keepdim=True)
+            weights = torch.softmax(shifted * self.temperature, dim=2)
             attention = (ell * weights).sum(2)               # eq. (2) as sum_j s l
         return base + self.lam * attention                   # eqs. (4)-(5), as eq. (7)
 
@@ -103,6 +107,10 @@ class CSRAHead(nn.Module):
 class CSRA(nn.Module):
     """Class-specific residual attention head: (B, d, H, W) -> (B, K) logits,
     y = sum_h [mean_j l_i^j + lam sum_j softmax_j(T_h l_i^j) l_i^j] (eqs. (1)-(7)).
+
+    Zhu and Wu, "Residual Attention: A Simple but Effective Method for Multi-Label
+    Recognition", ICCV 2021 (arXiv:2108.02456); official code: Kevinz-code/CSRA at
+    c8480d1, pipeline/csra.py (CSRA, MHA).
 
     Args:
         channels: d, channels of the feature map.
@@ -129,10 +137,12 @@ class CSRA(nn.Module):
                  variant: str = "paper", device=None, dtype=None):
         super().__init__()
         factory_kwargs = _factory_kwargs("CSRA", device, dtype)
+        _check_channels("CSRA", channels)
         if variant not in self.VARIANTS:
             raise ValueError(f"CSRA: variant must be one of {self.VARIANTS}, "
                              f"got {variant!r}")
-        for name, value in (("num_classes", num_classes), ("num_heads", num_heads)):
+        for name, value in (("channels", channels), ("num_classes", num_classes),
+                            ("num_heads", num_heads)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"CSRA: {name} must be a positive int, got {value!r}")
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) \
@@ -147,6 +157,10 @@ class CSRA(nn.Module):
             temperatures = self.OFFICIAL_TEMPERATURES[num_heads]
             if not official:                         # the paper's T = infinity
                 temperatures = tuple(math.inf if t == 99 else t for t in temperatures)
+        if isinstance(temperatures, (str, bytes)) \
+                or not hasattr(temperatures, "__len__"):
+            raise TypeError("CSRA: temperatures must be a sequence of numbers, one per "
+                            f"head, got {temperatures!r}")
         temperatures = tuple(temperatures)
         if len(temperatures) != num_heads:
             raise ValueError("CSRA: temperatures must hold one value per head "
@@ -221,14 +235,14 @@ def _autocast_is_on(x: torch.Tensor) -> bool:
 def _check_input(module: str, x: torch.Tensor, channels: int,
                  weight: Optional[torch.Tensor] = None) -> None:
     """Refuse what `module` cannot compute, naming the module, what it expects and what
-    it got: a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a
-    non-floating dtype, and (outside autocast) an input whose dtype differs from the
+    it got: a non-tensor, a shape other than (B, channels, H, W) with B, H, W >= 1,
+    a non-floating dtype, and (outside autocast) an input whose dtype differs from the
     module's weights."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
-    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+    if x.dim() != 4 or x.shape[1] != channels or x.numel() == 0:
         raise ValueError(module + " expects input of shape (B, " + str(channels)
-                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+                         + ", H, W) with B, H, W >= 1, got " + _shape_str(x.shape))
     if not x.is_floating_point():
         raise TypeError(module + " expects a floating-point tensor, got dtype "
                         + str(x.dtype))
@@ -288,3 +302,14 @@ def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
             raise TypeError(module + ": dtype must be a floating-point torch.dtype, "
                             "got " + str(dtype))
     return {"device": device, "dtype": dtype}
+
+
+def _check_channels(module: str, channels) -> None:
+    """Refuse, with `module`'s name, a channel count C that is not an int >= 1 (a float
+    or a bool would otherwise fail deep inside torch, and 0 would build an empty module
+    that refuses every input)."""
+    if isinstance(channels, bool) or not isinstance(channels, int):
+        raise TypeError(module + ": channels must be an int, got "
+                        + type(channels).__name__ + " " + repr(channels))
+    if channels < 1:
+        raise ValueError(module + ": channels must be >= 1, got " + str(channels))

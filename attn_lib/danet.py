@@ -22,8 +22,9 @@ One sample, X in R^{C x N}, N = H W, x_i the feature vector of position i:
         Y = conv8(conv51(PAM(conv5a(X))) + conv52(CAM(conv5c(X))))
 
 alpha and beta (both named `gamma`, as in the official code) start at zero in both
-variants, as the official torch.zeros(1) (da_att.py lines 29 and 61): each module is the
-identity at initialisation. The convolutions keep PyTorch's default initialisation, as
+variants, as the official torch.zeros(1) (da_att.py lines 29 and 61): PositionAttention
+and ChannelAttention are the identity at initialisation (so their sum, DualAttention,
+returns 2X). The convolutions keep PyTorch's default initialisation, as
 the official code.
 
 Official code consulted: github.com/junfu1115/DANet at commit b0a0fa0,
@@ -141,6 +142,7 @@ class PositionAttention(nn.Module):
     ):
         super().__init__()
         factory_kwargs = _factory_kwargs("PositionAttention", device, dtype)
+        _check_channels("PositionAttention", channels)
         if variant not in self.VARIANTS:
             raise ValueError(
                 f"PositionAttention: variant must be one of {self.VARIANTS}, got "
@@ -282,6 +284,7 @@ class ChannelAttention(nn.Module):
     ):
         super().__init__()
         factory_kwargs = _factory_kwargs("ChannelAttention", device, dtype)
+        _check_channels("ChannelAttention", channels)
         if variant not in self.VARIANTS:
             raise ValueError(
                 f"ChannelAttention: variant must be one of {self.VARIANTS}, got "
@@ -339,11 +342,15 @@ class DualAttention(nn.Module):
     """DANet's two modules side by side, summed: Y = Y^pos + Y^chn (the paper's fusion,
     without the head's surrounding convolutions; DANetHead below has them).
 
+    Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019
+    (arXiv:1809.02983); official code: junfu1115/DANet at b0a0fa0,
+    encoding/nn/da_att.py (PAM_Module, CAM_Module).
+
     Each branch keeps its own residual, so at initialisation (alpha = beta = 0) the
-    module
-    returns 2X, not X: use it where that scale is wanted (or trained away), and
-        DANetHead where
-    a network needs the fused features of the official head.
+    module returns 2X, not X: use it where that scale is wanted (or trained away), and
+    DANetHead where a network needs the fused features of the official head.
+
+    Shape: (B, C, H, W) -> (B, C, H, W).
 
     Args:
         channels: C, channels of the input.
@@ -372,6 +379,7 @@ class DualAttention(nn.Module):
     ):
         super().__init__()
         factory_kwargs = _factory_kwargs("DualAttention", device, dtype)
+        _check_channels("DualAttention", channels)
         if variant not in self.VARIANTS:
             raise ValueError(f"DualAttention: variant must be one of {self.VARIANTS}, "
                              f"got {variant!r}")
@@ -423,19 +431,27 @@ class DANetHead(nn.Module):
     channels; conv6, conv7, conv8: Dropout2d(dropout), 1x1 conv with bias to
     out_channels.
 
+    Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019
+    (arXiv:1809.02983); official code: junfu1115/DANet at
+    b0a0fa0, encoding/models/sseg/danet.py (DANetHead).
+
+    Shape: (B, C, H, W) -> (B, out_channels, H, W); forward_with_aux also returns the
+    two auxiliary maps, each (B, out_channels, H, W).
+
     Args:
         channels: C, channels of the input (the official network: 2048, C_i = 512).
-        out_channels: channels of the output (the number of classes of a segmentation
-            network); default C.
+        out_channels: K, channels of the output (the number of classes of a
+            segmentation network; no paper symbol); default C.
         inter_channels: C_i, default max(1, C // 4) (the official in_channels // 4).
         reduction, min_width, implementation: of the position module (see
             PositionAttention).
-        dropout: probability of the Dropout2d before each 1x1 conv (official 0.1).
+        dropout: probability of the Dropout2d before each 1x1 conv (official 0.1; no
+            paper symbol).
         aux: also build conv6 and conv7, the auxiliary classifiers of each branch, which
-            forward_with_aux returns (default False: forward uses only conv8, and a
-            parameter that takes no part in the output would never train). With aux=True
-            and variant="official" the module holds the official DANetHead's tensors in
-            its order.
+            forward_with_aux returns (no paper symbol; default False: forward uses only
+            conv8, and a parameter that takes no part in the output would never train).
+            With aux=True and variant="official" the module holds the official
+            DANetHead's tensors in its order.
         variant: "paper" or "official", of both attention modules (the layers around
             them are the same in both).
         device, dtype: PyTorch factory keywords for the parameters and buffers (no paper
@@ -450,16 +466,22 @@ class DANetHead(nn.Module):
                  aux: bool = False, variant: str = "paper", device=None, dtype=None):
         super().__init__()
         fk = _factory_kwargs("DANetHead", device, dtype)
+        _check_channels("DANetHead", channels)
         if variant not in self.VARIANTS:
             raise ValueError(f"DANetHead: variant must be one of {self.VARIANTS}, "
                              f"got {variant!r}")
         out_channels = channels if out_channels is None else out_channels
         inter = max(1, channels // 4) if inter_channels is None else inter_channels
-        if out_channels < 1 or inter < 1:
-            raise ValueError(
-                f"DANetHead: out_channels and inter_channels must be >= 1, "
-                f"got {out_channels}, {inter}"
-            )
+        for name, value in (("out_channels", out_channels), ("inter_channels", inter)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DANetHead: {name} must be an int >= 1, "
+                                 f"got {value!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0 <= dropout <= 1:
+            raise ValueError(f"DANetHead: dropout must be a probability in [0, 1], "
+                             f"got {dropout!r}")
+        if not isinstance(aux, bool):
+            raise TypeError(f"DANetHead: aux must be True or False, got {aux!r}")
         self.channels, self.out_channels, self.inter_channels = (
             channels,
             out_channels,
@@ -564,14 +586,14 @@ def _autocast_is_on(x: torch.Tensor) -> bool:
 def _check_input(module: str, x: torch.Tensor, channels: int,
                  weight: Optional[torch.Tensor] = None) -> None:
     """Refuse what `module` cannot compute, naming the module, what it expects and what
-    it got: a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a
-    non-floating dtype, and (outside autocast) an input whose dtype differs from the
+    it got: a non-tensor, a shape other than (B, channels, H, W) with B, H, W >= 1,
+    a non-floating dtype, and (outside autocast) an input whose dtype differs from the
     module's weights."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
-    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+    if x.dim() != 4 or x.shape[1] != channels or x.numel() == 0:
         raise ValueError(module + " expects input of shape (B, " + str(channels)
-                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+                         + ", H, W) with B, H, W >= 1, got " + _shape_str(x.shape))
     if not x.is_floating_point():
         raise TypeError(module + " expects a floating-point tensor, got dtype "
                         + str(x.dtype))
@@ -631,3 +653,14 @@ def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
             raise TypeError(module + ": dtype must be a floating-point torch.dtype, "
                             "got " + str(dtype))
     return {"device": device, "dtype": dtype}
+
+
+def _check_channels(module: str, channels) -> None:
+    """Refuse, with `module`'s name, a channel count C that is not an int >= 1 (a float
+    or a bool would otherwise fail deep inside torch, and 0 would build an empty module
+    that refuses every input)."""
+    if isinstance(channels, bool) or not isinstance(channels, int):
+        raise TypeError(module + ": channels must be an int, got "
+                        + type(channels).__name__ + " " + repr(channels))
+    if channels < 1:
+        raise ValueError(module + ": channels must be >= 1, got " + str(channels))

@@ -202,14 +202,19 @@ def _widths(
 ) -> Tuple[int, int, int, int, int]:
     """H, W, HW, max(min_width, C // cha_ratio), max(min_width, HW // spa_ratio), after
     checks."""
-    if len(spatial_size) != 2 or min(spatial_size) < 1:
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not isinstance(spatial_size, (tuple, list)) or len(spatial_size) != 2 \
+            or not all(is_int(n) and n >= 1 for n in spatial_size):
         raise ValueError(
-            f"{name}: spatial_size must be (H, W) with H, W >= 1, got {spatial_size}"
+            f"{name}: spatial_size must be (H, W), two ints >= 1, got {spatial_size!r}"
         )
-    if min(cha_ratio, spa_ratio, down_ratio, min_width) < 1:
+    ratios = (cha_ratio, spa_ratio, down_ratio, min_width)
+    if not all(is_int(r) and r >= 1 for r in ratios):
         raise ValueError(
-            f"{name}: cha_ratio, spa_ratio, down_ratio and min_width must be >= 1, got "
-            f"{cha_ratio}, {spa_ratio}, {down_ratio}, {min_width}"
+            f"{name}: cha_ratio, spa_ratio, down_ratio and min_width must be ints "
+            f">= 1, got {cha_ratio!r}, {spa_ratio!r}, {down_ratio!r}, {min_width!r}"
         )
     height, width = int(spatial_size[0]), int(spatial_size[1])
     n = height * width
@@ -258,6 +263,7 @@ class RGASpatial(nn.Module):
         super().__init__()
         # factory keywords of every tensor
         fk = _factory_kwargs("RGASpatial", device, dtype)
+        _check_channels("RGASpatial", channels)
         _check_variant("RGASpatial", variant, self.VARIANTS)
         height, width, n, c1, n1 = _widths(
             "RGASpatial",
@@ -441,6 +447,7 @@ class RGAChannel(nn.Module):
         super().__init__()
         # factory keywords of every tensor
         fk = _factory_kwargs("RGAChannel", device, dtype)
+        _check_channels("RGAChannel", channels)
         _check_variant("RGAChannel", variant, self.VARIANTS)
         height, width, n, c1, n1 = _widths(
             "RGAChannel",
@@ -605,6 +612,12 @@ class RGA(nn.Module):
     same layers (a derivation check holds the two to each other); the channel branch
     reads the spatially gated map.
 
+    Zhang et al., "Relation-Aware Global Attention for Person Re-identification", CVPR
+    2020 (arXiv:1904.02998); official code: microsoft/Relation-Aware-Global-Attention-
+    Networks at cdc9965, reid/models/models_utils/rga_modules.py (RGA_Module).
+
+    Shape: (B, C, H, W) -> (B, C, H, W), for the (H, W) given as spatial_size only.
+
     Args:
         channels: C, channels of the input.
         spatial_size: (H, W), the only map size the module accepts.
@@ -633,6 +646,7 @@ class RGA(nn.Module):
     ):
         super().__init__()
         fk = _factory_kwargs("RGA", device, dtype)
+        _check_channels("RGA", channels)
         _check_variant("RGA", variant, self.VARIANTS)
         height, width, n, c1, n1 = _widths("RGA", channels, spatial_size, cha_ratio,
                                            spa_ratio, down_ratio, min_width)
@@ -811,14 +825,14 @@ def _autocast_is_on(x: torch.Tensor) -> bool:
 def _check_input(module: str, x: torch.Tensor, channels: int,
                  weight: Optional[torch.Tensor] = None) -> None:
     """Refuse what `module` cannot compute, naming the module, what it expects and what
-    it got: a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a
-    non-floating dtype, and (outside autocast) an input whose dtype differs from the
+    it got: a non-tensor, a shape other than (B, channels, H, W) with B, H, W >= 1,
+    a non-floating dtype, and (outside autocast) an input whose dtype differs from the
     module's weights."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
-    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+    if x.dim() != 4 or x.shape[1] != channels or x.numel() == 0:
         raise ValueError(module + " expects input of shape (B, " + str(channels)
-                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+                         + ", H, W) with B, H, W >= 1, got " + _shape_str(x.shape))
     if not x.is_floating_point():
         raise TypeError(module + " expects a floating-point tensor, got dtype "
                         + str(x.dtype))
@@ -878,3 +892,14 @@ def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
             raise TypeError(module + ": dtype must be a floating-point torch.dtype, "
                             "got " + str(dtype))
     return {"device": device, "dtype": dtype}
+
+
+def _check_channels(module: str, channels) -> None:
+    """Refuse, with `module`'s name, a channel count C that is not an int >= 1 (a float
+    or a bool would otherwise fail deep inside torch, and 0 would build an empty module
+    that refuses every input)."""
+    if isinstance(channels, bool) or not isinstance(channels, int):
+        raise TypeError(module + ": channels must be an int, got "
+                        + type(channels).__name__ + " " + repr(channels))
+    if channels < 1:
+        raise ValueError(module + ": channels must be >= 1, got " + str(channels))

@@ -143,6 +143,7 @@ class SCConv(nn.Module):
     ):
         super().__init__()
         factory_kwargs = _factory_kwargs("SCConv", device, dtype)
+        _check_channels("SCConv", channels)
         if variant not in self.VARIANTS:
             raise ValueError(
                 f"SCConv: variant must be one of {self.VARIANTS}, got {variant!r}")
@@ -231,6 +232,7 @@ class SCBottleneck(nn.Module):
         super().__init__()
         # factory keywords of every tensor
         fk = _factory_kwargs("SCBottleneck", device, dtype)
+        _check_channels("SCBottleneck", channels)
         if variant not in self.VARIANTS:
             raise ValueError(f"SCBottleneck: variant must be one of {self.VARIANTS}, "
                              f"got {variant!r}")
@@ -313,14 +315,14 @@ def _autocast_is_on(x: torch.Tensor) -> bool:
 def _check_input(module: str, x: torch.Tensor, channels: int,
                  weight: Optional[torch.Tensor] = None) -> None:
     """Refuse what `module` cannot compute, naming the module, what it expects and what
-    it got: a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a
-    non-floating dtype, and (outside autocast) an input whose dtype differs from the
+    it got: a non-tensor, a shape other than (B, channels, H, W) with B, H, W >= 1,
+    a non-floating dtype, and (outside autocast) an input whose dtype differs from the
     module's weights."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
-    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+    if x.dim() != 4 or x.shape[1] != channels or x.numel() == 0:
         raise ValueError(module + " expects input of shape (B, " + str(channels)
-                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+                         + ", H, W) with B, H, W >= 1, got " + _shape_str(x.shape))
     if not x.is_floating_point():
         raise TypeError(module + " expects a floating-point tensor, got dtype "
                         + str(x.dtype))
@@ -380,3 +382,14 @@ def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
             raise TypeError(module + ": dtype must be a floating-point torch.dtype, "
                             "got " + str(dtype))
     return {"device": device, "dtype": dtype}
+
+
+def _check_channels(module: str, channels) -> None:
+    """Refuse, with `module`'s name, a channel count C that is not an int >= 1 (a float
+    or a bool would otherwise fail deep inside torch, and 0 would build an empty module
+    that refuses every input)."""
+    if isinstance(channels, bool) or not isinstance(channels, int):
+        raise TypeError(module + ": channels must be an int, got "
+                        + type(channels).__name__ + " " + repr(channels))
+    if channels < 1:
+        raise ValueError(module + ": channels must be >= 1, got " + str(channels))

@@ -4,6 +4,7 @@ module's VARIANTS: a new chapter's module is covered here with no new test code.
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import warnings
 
@@ -12,6 +13,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+import attn_lib
 from conftest import build, randomize_
 
 B, C, H, W = 2, 16, 7, 9          # odd and non-square on purpose
@@ -372,9 +374,13 @@ def test_input_of_another_dtype_than_the_weights_is_a_type_error(case):
         m(torch.randn(B, C, H, W).half())
 
 
-def test_empty_batch_is_refused_clearly(case):
+@pytest.mark.parametrize("empty", [(0, C, H, W), (B, C, 0, W), (B, C, H, 0)],
+                         ids=["no-samples", "no-rows", "no-columns"])
+def test_empty_input_is_refused_clearly(case, empty):
+    """An empty batch or an empty map: without the check, pooling over zero positions gives NaNs
+    (CSRA's mean) or a raw error from deep inside torch (a max over nothing, a convolution)."""
     m = make(case).eval()
-    x = torch.randn(0, C, H, W)
+    x = torch.randn(*empty)
     with pytest.raises(ValueError) as info:
         m(x)
     assert type(m).__name__ in str(info.value) and str(tuple(x.shape)) in str(info.value)
@@ -391,3 +397,20 @@ def test_batch_of_one_in_train_works_or_is_refused_clearly(case):
         assert type(m).__name__ in str(err) and str(tuple(x.shape)) in str(err), str(err)
         return
     assert y.shape[0] == 1 and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("channels, error", [(0, ValueError), (-3, ValueError),
+                                             (16.0, TypeError), (True, TypeError)],
+                         ids=["zero", "negative", "float", "bool"])
+def test_a_bad_channel_count_is_refused_by_the_class_itself(case, channels, error):
+    """A module file copied into a model is built from its class, not through
+    attn_lib.create: the constructor refuses a channel count that is not an int >= 1 with
+    its own name (without the check, 16.0 failed inside torch.empty and 0 built a module
+    that refused every input)."""
+    name, variant = case
+    cls = attn_lib.get_class(name)
+    kwargs = {"variant": variant}
+    if "spatial_size" in inspect.signature(cls.__init__).parameters:
+        kwargs["spatial_size"] = (H, W)
+    with pytest.raises(error, match=cls.__name__ + ".*channels"):
+        cls(channels, **kwargs)

@@ -1,5 +1,6 @@
 """The CSRA chapter's derivation checks accept CSRA and reject deliberately broken versions of it."""
 
+import math
 import types
 
 import pytest
@@ -160,3 +161,34 @@ def test_the_official_mutants_are_the_paper_variant():
 def test_bad_arguments_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CSRA(12, **kwargs)
+
+
+# The official head's temperatures, copied from MHA.temp_settings in pipeline/csra.py of
+# Kevinz-code/CSRA at c8480d12742459809179eb0fc4ee0a88b6b98bfa (99 is its max pooling). The
+# checks above read the module's own `temperatures`, so a wrong default table would pass them.
+OFFICIAL_TEMP_SETTINGS = {1: [1], 2: [1, 99], 4: [1, 2, 4, 99], 6: [1, 2, 3, 4, 5, 99],
+                          8: [1, 2, 3, 4, 5, 6, 7, 99]}
+
+
+@pytest.mark.parametrize("num_heads", sorted(OFFICIAL_TEMP_SETTINGS))
+def test_default_temperatures_are_the_official_settings(num_heads):
+    official = CSRA(8, 5, num_heads=num_heads, variant="official")
+    paper = CSRA(8, 5, num_heads=num_heads)
+    want = OFFICIAL_TEMP_SETTINGS[num_heads]
+    assert list(official.temperatures) == want
+    assert [h.temperature for h in official.multi_head] == want
+    # the paper variant writes the official 99 as T = infinity: max pooling
+    assert list(paper.temperatures) == [math.inf if t == 99 else t for t in want]
+    assert [h.max_pool for h in paper.multi_head] == [t == 99 for t in want]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_large_temperature_does_not_overflow_in_half_precision(dtype):
+    torch.manual_seed(0)
+    m = CSRA(8, 5, temperatures=(1000.0,)).to(dtype)
+    x = 100 * torch.randn(2, 8, 5, 6)
+    y = m(x.to(dtype))
+    assert torch.isfinite(y).all()
+    reference = CSRA(8, 5, temperatures=(1000.0,))
+    reference.load_state_dict(m.float().state_dict())
+    torch.testing.assert_close(y.float(), reference(x.to(dtype).float()), rtol=2e-2, atol=2.0)

@@ -376,3 +376,16 @@ def test_head_auxiliary_outputs_equal_the_official_ones():
         outputs = head.double().eval().forward_with_aux(data["input"])
     for ours, official in zip(outputs, data["eval_aux"]):
         torch.testing.assert_close(ours, official, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"out_channels": 5.0}, ValueError, "out_channels must be an int"),
+    ({"out_channels": True}, ValueError, "out_channels must be an int"),
+    ({"inter_channels": 0}, ValueError, "inter_channels must be an int"),
+    ({"dropout": 1.5}, ValueError, r"dropout must be a probability in \[0, 1\]"),
+    ({"dropout": "a"}, ValueError, "dropout must be a probability"),
+    ({"aux": "no"}, TypeError, "aux must be True or False"),
+])
+def test_head_refuses_bad_arguments_by_name(kwargs, error, match):
+    with pytest.raises(error, match="DANetHead: " + match):
+        DANetHead(16, **kwargs)

@@ -266,3 +266,14 @@ def test_joint_module_in_float16_tracks_the_float32_composition():
         reference = m.float()(x.half().float())
     assert y.dtype == torch.float16 and torch.isfinite(y).all()
     torch.testing.assert_close(y.float(), reference, rtol=0, atol=1e-2 * reference.abs().max().item())
+
+
+@pytest.mark.parametrize("cls", CLASSES + [RGA], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("kwargs", [{"spatial_size": (4.5, 5)}, {"spatial_size": 4},
+                                    {"spatial_size": ("4", 5)}, {"spatial_size": (True, 5)},
+                                    {"spatial_size": (4, 5), "cha_ratio": 2.5}],
+                         ids=["float-size", "int-size", "str-size", "bool-size", "float-ratio"])
+def test_bad_sizes_and_ratios_are_refused_by_name(cls, kwargs):
+    """spatial_size=(4.5, 5) used to be truncated to (4, 5) without a word."""
+    with pytest.raises(ValueError, match=cls.__name__ + ": (spatial_size|cha_ratio)"):
+        cls(16, **kwargs)

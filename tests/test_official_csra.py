@@ -42,14 +42,22 @@ def test_official_initialisation_is_bit_identical(name):
         assert torch.equal(m.state_dict()[key].to(value.dtype), value), key
 
 
-def test_a_resnet_csra_checkpoint_converts_by_its_prefix():
+@pytest.mark.parametrize("name", ["csra", "csra_single"])
+def test_a_resnet_csra_checkpoint_converts_by_its_prefix(name):
     """ResNet_CSRA keeps the MHA under `classifier.`: the converter keeps the prefix, and the
-    keys after it are the module's."""
-    data = fixture("csra")
+    keys after it are the module's (a single official CSRA's head.weight is renamed to
+    multi_head.0.head.weight behind the prefix), with the tensors unchanged."""
+    data = fixture(name)
     prefix = "classifier."
-    converted = convert_official_state_dict({prefix + k: v for k, v in data["state_dict"].items()})
+    original = {prefix + k: v for k, v in data["state_dict"].items()}
+    converted = convert_official_state_dict(original)
     m = attn_lib.create("csra", data["channels"], variant="official", **data["kwargs"])
     assert [k[len(prefix):] for k in converted] == list(m.state_dict())
+    assert all(k.startswith(prefix) for k in converted)
+    if name == "csra_single":
+        assert prefix + "head.weight" in original and prefix + "multi_head.0.head.weight" in converted
+    for (_, before), (_, after) in zip(original.items(), converted.items(), strict=True):
+        assert torch.equal(before, after)
 
 
 def test_the_transcription_of_the_official_forward_matches_the_recording():

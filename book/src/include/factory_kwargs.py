@@ -26,3 +26,14 @@ def _factory_kwargs(module: str, device=None, dtype=None) -> dict:
             raise TypeError(module + ": dtype must be a floating-point torch.dtype, "
                             "got " + str(dtype))
     return {"device": device, "dtype": dtype}
+
+
+def _check_channels(module: str, channels) -> None:
+    """Refuse, with `module`'s name, a channel count C that is not an int >= 1 (a float
+    or a bool would otherwise fail deep inside torch, and 0 would build an empty module
+    that refuses every input)."""
+    if isinstance(channels, bool) or not isinstance(channels, int):
+        raise TypeError(module + ": channels must be an int, got "
+                        + type(channels).__name__ + " " + repr(channels))
+    if channels < 1:
+        raise ValueError(module + ": channels must be >= 1, got " + str(channels))

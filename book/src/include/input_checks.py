@@ -23,14 +23,14 @@ def _autocast_is_on(x: torch.Tensor) -> bool:
 def _check_input(module: str, x: torch.Tensor, channels: int,
                  weight: Optional[torch.Tensor] = None) -> None:
     """Refuse what `module` cannot compute, naming the module, what it expects and what
-    it got: a non-tensor, a shape other than (B, channels, H, W) with B >= 1, a
-    non-floating dtype, and (outside autocast) an input whose dtype differs from the
+    it got: a non-tensor, a shape other than (B, channels, H, W) with B, H, W >= 1,
+    a non-floating dtype, and (outside autocast) an input whose dtype differs from the
     module's weights."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(module + " expects a torch.Tensor, got " + type(x).__name__)
-    if x.dim() != 4 or x.shape[1] != channels or x.shape[0] == 0:
+    if x.dim() != 4 or x.shape[1] != channels or x.numel() == 0:
         raise ValueError(module + " expects input of shape (B, " + str(channels)
-                         + ", H, W) with B >= 1, got " + _shape_str(x.shape))
+                         + ", H, W) with B, H, W >= 1, got " + _shape_str(x.shape))
     if not x.is_floating_point():
         raise TypeError(module + " expects a floating-point tensor, got dtype "
                         + str(x.dtype))
