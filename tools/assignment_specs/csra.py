@@ -151,8 +151,8 @@ BROKEN = {
         {"csra_module.check_csra_matches_formula", "csra_module.check_csra_temperature_limits",
          "csra_module.reference"}),
     "softmax-over-classes": (
-        "weights = torch.softmax(ell * self.temperature, dim=2)",
-        "weights = torch.softmax(ell * self.temperature, dim=1)",
+        "weights = torch.softmax(shifted * self.temperature, dim=2)",
+        "weights = torch.softmax(shifted * self.temperature, dim=1)",
         {"csra_module.check_csra_matches_formula", "csra_module.check_csra_temperature_limits",
          "csra_module.check_csra_is_class_specific", "csra_module.reference"}),
     "first-head-only": (
