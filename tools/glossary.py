@@ -52,7 +52,7 @@ does.
 | $\\oplus$ | an element-wise sum (broadcast likewise) |
 | $\\mathrm{GAP}$, $\\mathrm{GMP}$ | global average and global max pooling over the positions |
 | `variant` | `"paper"`: the paper's equations; `"official"`: what the official code at its pinned commit computes |
-| eq. (n) | equation $n$ of the chapter's paper; the chapters number the paper's equations with the paper's numbers |
+| eq. (n) | equation $n$ as its chapter numbers it: the paper's own number where the chapter could check it, the chapter's numbering where it could not (the chapter says so, as CSRA's does) |
 
 ## Terms
 
